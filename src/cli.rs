@@ -1,0 +1,139 @@
+//! The command line: parses arguments and calls the library. Exit codes are part of the
+//! interface: 0 ok, 1 runtime failure, 2 usage, 3 not found, 78 configuration error.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::{self, Config, ConfigError, Overrides};
+
+pub const EXIT_OK: i32 = 0;
+pub const EXIT_FAILURE: i32 = 1;
+pub const EXIT_USAGE: i32 = 2;
+pub const EXIT_NOT_FOUND: i32 = 3;
+pub const EXIT_CONFIG: i32 = 78;
+
+#[derive(Parser, Debug)]
+#[command(name = "preloadd", version, about = "Schedules CDN cache preload and purge across vendors")]
+pub struct Cli {
+    /// Config file (default /etc/preloadd/preloadd.toml).
+    #[arg(long, global = true, env = "PRELOADD_CONFIG")]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the daemon.
+    Serve,
+    /// Validate the config and print a summary; exit 78 on error.
+    CheckConfig,
+    /// Copy the state database to PATH while the daemon runs (VACUUM INTO).
+    Backup { path: PathBuf },
+}
+
+impl Cli {
+    fn config_path(&self) -> PathBuf {
+        self.config.clone().unwrap_or_else(|| PathBuf::from(config::DEFAULT_PATH))
+    }
+}
+
+/// Runs the command line and returns the process exit code.
+pub fn main() -> i32 {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() { EXIT_USAGE } else { EXIT_OK };
+        }
+    };
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("preloadd: cannot start the runtime: {e}");
+            return EXIT_FAILURE;
+        }
+    };
+    rt.block_on(run(cli))
+}
+
+fn load(cli: &Cli) -> Result<Config, ConfigError> {
+    config::load(&cli.config_path(), &Overrides::from_env())
+}
+
+async fn run(cli: Cli) -> i32 {
+    match &cli.command {
+        Command::CheckConfig => check_config(&cli).await,
+        Command::Serve => {
+            let cfg = match load(&cli) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("preloadd: {e}");
+                    return EXIT_CONFIG;
+                }
+            };
+            crate::logging::init(cfg.daemon.log_format);
+            let listener = match tokio::net::TcpListener::bind(cfg.api.listen).await {
+                Ok(l) => l,
+                Err(e) => {
+                    tracing::error!("cannot listen on {}: {e}", cfg.api.listen);
+                    return EXIT_FAILURE;
+                }
+            };
+            match crate::daemon::run(cfg, listener, crate::daemon::shutdown_signal(), Default::default()).await {
+                Ok(()) => EXIT_OK,
+                Err(e) => {
+                    tracing::error!("{e:#}");
+                    EXIT_FAILURE
+                }
+            }
+        }
+        Command::Backup { path } => {
+            let cfg = match load(&cli) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("preloadd: {e}");
+                    return EXIT_CONFIG;
+                }
+            };
+            let store = match crate::store::Store::open(&cfg.daemon.state_dir, cfg.daemon.database_url.as_deref()).await {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("preloadd: {e}");
+                    return EXIT_FAILURE;
+                }
+            };
+            match store.backup_to(path).await {
+                Ok(()) => {
+                    println!("backed up {} to {}", store.path().display(), path.display());
+                    EXIT_OK
+                }
+                Err(e) => {
+                    eprintln!("preloadd: backup failed: {e}");
+                    EXIT_FAILURE
+                }
+            }
+        }
+    }
+}
+
+async fn check_config(cli: &Cli) -> i32 {
+    let cfg = match load(cli) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("preloadd: {e}");
+            return EXIT_CONFIG;
+        }
+    };
+    match crate::summary::render(&cfg).await {
+        Ok(text) => {
+            print!("{text}");
+            EXIT_OK
+        }
+        Err(msg) => {
+            eprintln!("preloadd: {msg}");
+            EXIT_CONFIG
+        }
+    }
+}

@@ -1,0 +1,691 @@
+//! The typed configuration: one TOML file, validated once, errors that name file, line and key.
+//!
+//! Loading goes: defaults, then the file, then environment overrides, then flags. `serve` and
+//! `check-config` share this code path, so whatever `check-config` accepts, `serve` runs.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::model::{CatchUp, TaskType, VendorKind};
+
+/// The default config path, overridden by `--config` or `PRELOADD_CONFIG`.
+pub const DEFAULT_PATH: &str = "/etc/preloadd/preloadd.toml";
+
+/// A configuration error: where (file and line), which key, and what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: PathBuf,
+    pub line: usize,
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.line > 0 {
+            write!(f, "{}:{}: ", self.file.display(), self.line)?;
+        } else {
+            write!(f, "{}: ", self.file.display())?;
+        }
+        if !self.key.is_empty() {
+            write!(f, "`{}`: ", self.key)?;
+        }
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// A secret read from a file or the environment. Its `Debug` never shows it.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Self {
+        Secret(s.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub path: PathBuf,
+    pub daemon: DaemonConfig,
+    pub api: ApiConfig,
+    pub vendors: Vec<VendorConfig>,
+    pub jobs: Vec<JobConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct DaemonConfig {
+    pub state_dir: PathBuf,
+    pub database_url: Option<String>,
+    pub log_format: LogFormat,
+    /// How long SIGTERM waits for in-flight vendor calls.
+    pub shutdown_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Auto,
+    Json,
+}
+
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    pub listen: SocketAddr,
+    pub token: Option<Secret>,
+}
+
+#[derive(Debug, Clone)]
+pub struct VendorConfig {
+    pub name: String,
+    pub kind: VendorKind,
+    pub endpoint: String,
+    pub access_key_id: String,
+    pub secret: Secret,
+    /// Submit calls per second (per action); status calls have their own limit.
+    pub requests_per_second: u32,
+    pub status_requests_per_second: u32,
+    pub max_urls_per_request: u32,
+    /// URLs per vendor day, when the account has a daily quota.
+    pub daily_quota: Option<u64>,
+    pub concurrency: u32,
+    pub timeout: Duration,
+    pub max_retries: u32,
+    /// Kind-specific settings (site, area, region, signing scheme...).
+    pub options: VendorOptions,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct VendorOptions {
+    pub site_id: Option<String>,
+    pub area: Option<String>,
+    pub region: Option<String>,
+    pub l2_preload: Option<bool>,
+    pub with_header: Option<String>,
+    pub force: Option<bool>,
+    /// `aliyun_cdn`: `acs3` (default) or `rpc_sha1`.
+    pub signature: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobConfig {
+    pub name: String,
+    pub task_type: TaskType,
+    pub vendors: Vec<String>,
+    pub source: UrlSource,
+    pub catch_up: CatchUp,
+    pub plans: Vec<PlanSpec>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum UrlSource {
+    Inline(Vec<String>),
+    File(PathBuf),
+    Url(String),
+    Sitemap(String),
+}
+
+/// One window of a job. Times are unix milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct PlanSpec {
+    pub start_time: i64,
+    pub end_time: i64,
+    pub interval_ms: i64,
+    pub slice_len: i64,
+}
+
+/// Per-kind defaults from VENDORS.md: (submit rps, status rps, URLs per request, daily quota).
+pub fn kind_defaults(kind: VendorKind) -> (u32, u32, u32, Option<u64>) {
+    match kind {
+        VendorKind::AliyunCdn => (50, 5, 100, Some(1_000)),
+        VendorKind::AliyunEsa => (20, 5, 100, Some(1_000)),
+        VendorKind::VolcengineCdn => (20, 20, 100, Some(1_000)),
+        VendorKind::TencentCdn => (20, 20, 500, Some(1_000)),
+        VendorKind::HttpWarm => (10, 10, 100, None),
+        VendorKind::Webhook => (10, 10, 1_000, None),
+    }
+}
+
+// ---- raw file shape -------------------------------------------------------------------------
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawFile {
+    #[serde(default)]
+    daemon: RawDaemon,
+    #[serde(default)]
+    api: RawApi,
+    #[serde(default)]
+    vendor: Vec<Spanned<RawVendor>>,
+    #[serde(default)]
+    job: Vec<Spanned<RawJob>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawDaemon {
+    state_dir: Option<Spanned<PathBuf>>,
+    database_url: Option<String>,
+    log_format: Option<Spanned<String>>,
+    shutdown_timeout: Option<Spanned<DurationValue>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawApi {
+    listen: Option<Spanned<String>>,
+    token_file: Option<Spanned<PathBuf>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawVendor {
+    name: Spanned<String>,
+    kind: Spanned<String>,
+    endpoint: Option<Spanned<String>>,
+    access_key_id: Option<String>,
+    access_key_secret_file: Option<Spanned<PathBuf>>,
+    access_key_secret_env: Option<Spanned<String>>,
+    token_file: Option<Spanned<PathBuf>>,
+    requests_per_second: Option<Spanned<u32>>,
+    status_requests_per_second: Option<Spanned<u32>>,
+    max_urls_per_request: Option<Spanned<u32>>,
+    daily_quota: Option<Spanned<u64>>,
+    concurrency: Option<Spanned<u32>>,
+    timeout: Option<Spanned<DurationValue>>,
+    max_retries: Option<u32>,
+    site_id: Option<String>,
+    area: Option<String>,
+    region: Option<String>,
+    l2_preload: Option<bool>,
+    with_header: Option<String>,
+    force: Option<bool>,
+    signature: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawJob {
+    name: Spanned<String>,
+    task_type: Spanned<String>,
+    vendors: Spanned<Vec<Spanned<String>>>,
+    urls: Option<Spanned<Vec<String>>>,
+    urls_file: Option<Spanned<PathBuf>>,
+    urls_url: Option<Spanned<String>>,
+    sitemap_url: Option<Spanned<String>>,
+    catch_up: Option<Spanned<String>>,
+    #[serde(default)]
+    plan: Vec<Spanned<RawPlan>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPlan {
+    start_time: Spanned<String>,
+    end_time: Spanned<String>,
+    interval: Spanned<DurationValue>,
+    slice_len: Spanned<i64>,
+}
+
+/// `90`, `"90s"`, `"2h"`, `"1h30m"`, `"500ms"`.
+#[derive(Deserialize, Clone)]
+#[serde(untagged)]
+enum DurationValue {
+    Seconds(i64),
+    Text(String),
+}
+
+/// Parses a duration as DESIGN.md accepts it: a number of seconds or a humantime string.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    if let Ok(secs) = t.parse::<u64>() {
+        return Ok(Duration::from_secs(secs));
+    }
+    humantime::parse_duration(t).map_err(|e| format!("invalid duration `{t}`: {e} (use e.g. 90, \"90s\", \"2h\")"))
+}
+
+/// Parses an RFC 3339 time with offset into unix milliseconds.
+pub fn parse_time(text: &str) -> Result<i64, String> {
+    chrono::DateTime::parse_from_rfc3339(text.trim())
+        .map(|t| t.timestamp_millis())
+        .map_err(|e| format!("invalid time `{text}`: {e} (expected RFC 3339 with offset, e.g. 2024-05-31T17:10:48.849+08:00)"))
+}
+
+// ---- loading ----------------------------------------------------------------------------------
+
+/// Environment overrides applied after the file (flags come after, in the caller).
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub state_dir: Option<PathBuf>,
+    pub listen: Option<SocketAddr>,
+}
+
+impl Overrides {
+    pub fn from_env() -> Self {
+        Overrides {
+            state_dir: std::env::var_os("PRELOADD_STATE_DIR").map(PathBuf::from),
+            listen: std::env::var("PRELOADD_LISTEN").ok().and_then(|s| s.parse().ok()),
+        }
+    }
+}
+
+/// Reads and validates the config file at `path`.
+pub fn load(path: &Path, overrides: &Overrides) -> Result<Config, ConfigError> {
+    let bytes = std::fs::read(path).map_err(|e| ConfigError {
+        file: path.to_path_buf(),
+        line: 0,
+        key: String::new(),
+        message: format!("cannot read the config file: {e}"),
+    })?;
+    let text = String::from_utf8(bytes).map_err(|e| {
+        let offset = e.utf8_error().valid_up_to();
+        let line = 1 + e.as_bytes()[..offset].iter().filter(|&&b| b == b'\n').count();
+        ConfigError { file: path.to_path_buf(), line, key: String::new(), message: "the file is not valid UTF-8".into() }
+    })?;
+    parse(path, &text, overrides)
+}
+
+/// Validates config text; `path` is used for messages and to resolve relative paths.
+pub fn parse(path: &Path, text: &str, overrides: &Overrides) -> Result<Config, ConfigError> {
+    let v = Validator { path, text };
+    let raw: RawFile = toml::from_str(text).map_err(|e| {
+        let span = e.span().unwrap_or(0..0);
+        v.err_at(span.start, e.message().to_string())
+    })?;
+    v.build(raw, overrides)
+}
+
+struct Validator<'a> {
+    path: &'a Path,
+    text: &'a str,
+}
+
+impl Validator<'_> {
+    fn line_of(&self, offset: usize) -> usize {
+        let offset = offset.min(self.text.len());
+        1 + self.text.as_bytes()[..offset].iter().filter(|&&b| b == b'\n').count()
+    }
+
+    /// The key written on the line holding `offset` (what precedes `=`), for messages.
+    fn key_at(&self, offset: usize) -> String {
+        let offset = offset.min(self.text.len());
+        let start = self.text[..offset].rfind('\n').map_or(0, |i| i + 1);
+        let line = self.text[start..].lines().next().unwrap_or("");
+        match line.split_once('=') {
+            Some((k, _)) => k.trim().trim_matches('"').to_string(),
+            None => line.trim().to_string(),
+        }
+    }
+
+    fn err_at(&self, offset: usize, message: String) -> ConfigError {
+        ConfigError { file: self.path.to_path_buf(), line: self.line_of(offset), key: self.key_at(offset), message }
+    }
+
+    fn err<T>(&self, spanned: &Spanned<T>, key: &str, message: impl Into<String>) -> ConfigError {
+        ConfigError {
+            file: self.path.to_path_buf(),
+            line: self.line_of(spanned.span().start),
+            key: key.to_string(),
+            message: message.into(),
+        }
+    }
+
+    fn resolve(&self, p: &Path) -> PathBuf {
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.path.parent().unwrap_or(Path::new(".")).join(p)
+        }
+    }
+
+    /// Reads a secret file; relative names are looked up in `$CREDENTIALS_DIRECTORY` first
+    /// (systemd `LoadCredential=`), then beside the config file.
+    fn read_secret(&self, p: &Spanned<PathBuf>, key: &str) -> Result<Secret, ConfigError> {
+        let path = match (p.get_ref().is_relative(), std::env::var_os("CREDENTIALS_DIRECTORY")) {
+            (true, Some(dir)) if Path::new(&dir).join(p.get_ref()).exists() => Path::new(&dir).join(p.get_ref()),
+            _ => self.resolve(p.get_ref()),
+        };
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| self.err(p, key, format!("cannot read secret file {}: {e}", path.display())))?;
+        let secret = text.trim_end_matches(['\r', '\n']).to_string();
+        if secret.is_empty() {
+            return Err(self.err(p, key, format!("secret file {} is empty", path.display())));
+        }
+        Ok(Secret(secret))
+    }
+
+    fn duration(&self, d: &Spanned<DurationValue>, key: &str) -> Result<Duration, ConfigError> {
+        match d.get_ref() {
+            DurationValue::Seconds(s) if *s < 0 => Err(self.err(d, key, "must not be negative")),
+            DurationValue::Seconds(s) => Ok(Duration::from_secs(*s as u64)),
+            DurationValue::Text(t) => parse_duration(t).map_err(|m| self.err(d, key, m)),
+        }
+    }
+
+    fn build(&self, raw: RawFile, ov: &Overrides) -> Result<Config, ConfigError> {
+        let daemon = self.daemon(&raw.daemon, ov)?;
+        let api = self.api(&raw.api, ov)?;
+        let mut vendors = Vec::new();
+        let mut names = HashSet::new();
+        for rv in &raw.vendor {
+            let vc = self.vendor(rv.get_ref())?;
+            if !names.insert(vc.name.clone()) {
+                return Err(self.err(&rv.get_ref().name, "name", format!("duplicate vendor name `{}`", vc.name)));
+            }
+            vendors.push(vc);
+        }
+        let mut jobs = Vec::new();
+        let mut job_names = HashSet::new();
+        for rj in &raw.job {
+            let jc = self.job(rj.get_ref(), &vendors)?;
+            if !job_names.insert(jc.name.clone()) {
+                return Err(self.err(&rj.get_ref().name, "name", format!("duplicate job name `{}`", jc.name)));
+            }
+            jobs.push(jc);
+        }
+        Ok(Config { path: self.path.to_path_buf(), daemon, api, vendors, jobs })
+    }
+
+    fn daemon(&self, d: &RawDaemon, ov: &Overrides) -> Result<DaemonConfig, ConfigError> {
+        let state_dir = match (&ov.state_dir, &d.state_dir) {
+            (Some(p), _) => p.clone(),
+            (None, Some(p)) => self.resolve(p.get_ref()),
+            (None, None) => PathBuf::from("/var/lib/preloadd"),
+        };
+        let log_format = match &d.log_format {
+            None => LogFormat::Auto,
+            Some(s) => match s.get_ref().as_str() {
+                "auto" | "text" => LogFormat::Auto,
+                "json" => LogFormat::Json,
+                other => return Err(self.err(s, "log_format", format!("unknown log format `{other}` (expected auto, text or json)"))),
+            },
+        };
+        let shutdown_timeout = match &d.shutdown_timeout {
+            Some(t) => self.duration(t, "shutdown_timeout")?,
+            None => Duration::from_secs(30),
+        };
+        Ok(DaemonConfig { state_dir, database_url: d.database_url.clone(), log_format, shutdown_timeout })
+    }
+
+    fn api(&self, a: &RawApi, ov: &Overrides) -> Result<ApiConfig, ConfigError> {
+        let listen = match (&ov.listen, &a.listen) {
+            (Some(l), _) => *l,
+            (None, Some(s)) => s
+                .get_ref()
+                .parse()
+                .map_err(|e| self.err(s, "listen", format!("invalid socket address `{}`: {e}", s.get_ref())))?,
+            (None, None) => "127.0.0.1:8790".parse().expect("valid default"),
+        };
+        let token = a.token_file.as_ref().map(|p| self.read_secret(p, "token_file")).transpose()?;
+        Ok(ApiConfig { listen, token })
+    }
+
+    fn vendor(&self, v: &RawVendor) -> Result<VendorConfig, ConfigError> {
+        let name = v.name.get_ref().trim().to_string();
+        if name.is_empty() {
+            return Err(self.err(&v.name, "name", "a vendor name must not be empty"));
+        }
+        let kind: VendorKind = v.kind.get_ref().parse().map_err(|m: String| self.err(&v.kind, "kind", m))?;
+        let (rps, status_rps, max_urls, quota) = kind_defaults(kind);
+        let endpoint = match &v.endpoint {
+            Some(e) => {
+                let u = url::Url::parse(e.get_ref())
+                    .map_err(|err| self.err(e, "endpoint", format!("invalid endpoint `{}`: {err}", e.get_ref())))?;
+                if !matches!(u.scheme(), "http" | "https") {
+                    return Err(self.err(e, "endpoint", "the endpoint must be http or https"));
+                }
+                e.get_ref().trim_end_matches('/').to_string()
+            }
+            None => match default_endpoint(kind) {
+                Some(d) => d.to_string(),
+                None => return Err(self.err(&v.kind, "endpoint", format!("vendor `{name}` of kind {kind} needs an endpoint"))),
+            },
+        };
+        let secret = match (&v.access_key_secret_file, &v.access_key_secret_env, &v.token_file) {
+            (Some(f), None, None) => self.read_secret(f, "access_key_secret_file")?,
+            (None, Some(e), None) => match std::env::var(e.get_ref()) {
+                Ok(s) if !s.is_empty() => Secret(s),
+                _ => return Err(self.err(e, "access_key_secret_env", format!("environment variable `{}` is not set", e.get_ref()))),
+            },
+            (None, None, Some(f)) => self.read_secret(f, "token_file")?,
+            (None, None, None) => Secret::default(),
+            (Some(f), _, _) | (None, Some(_), Some(f)) => {
+                return Err(self.err(f, "access_key_secret_file", "give only one of access_key_secret_file, access_key_secret_env, token_file"))
+            }
+        };
+        let needs_keys = !matches!(kind, VendorKind::Webhook | VendorKind::HttpWarm);
+        let access_key_id = v.access_key_id.clone().unwrap_or_default();
+        if needs_keys && (access_key_id.is_empty() || secret.is_empty()) {
+            return Err(self.err(&v.name, "access_key_id", format!("vendor `{name}` of kind {kind} needs access_key_id and access_key_secret_file (or access_key_secret_env)")));
+        }
+        let positive = |s: &Option<Spanned<u32>>, key: &str, default: u32| -> Result<u32, ConfigError> {
+            match s {
+                Some(x) if *x.get_ref() == 0 => Err(self.err(x, key, "must be at least 1")),
+                Some(x) => Ok(*x.get_ref()),
+                None => Ok(default),
+            }
+        };
+        let requests_per_second = positive(&v.requests_per_second, "requests_per_second", rps)?;
+        let status_requests_per_second = positive(&v.status_requests_per_second, "status_requests_per_second", status_rps)?;
+        let max_urls_per_request = positive(&v.max_urls_per_request, "max_urls_per_request", max_urls)?;
+        let concurrency = positive(&v.concurrency, "concurrency", 4)?;
+        let daily_quota = match &v.daily_quota {
+            Some(q) if *q.get_ref() == 0 => return Err(self.err(q, "daily_quota", "must be at least 1 (leave it out for no quota)")),
+            Some(q) => Some(*q.get_ref()),
+            None => quota,
+        };
+        let timeout = match &v.timeout {
+            Some(t) => {
+                let d = self.duration(t, "timeout")?;
+                if d.is_zero() {
+                    return Err(self.err(t, "timeout", "must be more than 0"));
+                }
+                d
+            }
+            None => Duration::from_secs(10),
+        };
+        if let Some(sig) = &v.signature {
+            if kind != VendorKind::AliyunCdn || !matches!(sig.get_ref().as_str(), "acs3" | "rpc_sha1") {
+                return Err(self.err(sig, "signature", "`signature` is `acs3` or `rpc_sha1`, for kind aliyun_cdn only"));
+            }
+        }
+        if kind == VendorKind::AliyunEsa && v.site_id.is_none() {
+            return Err(self.err(&v.name, "site_id", format!("vendor `{name}` of kind aliyun_esa needs site_id")));
+        }
+        Ok(VendorConfig {
+            name,
+            kind,
+            endpoint,
+            access_key_id,
+            secret,
+            requests_per_second,
+            status_requests_per_second,
+            max_urls_per_request,
+            daily_quota,
+            concurrency,
+            timeout,
+            max_retries: v.max_retries.unwrap_or(8),
+            options: VendorOptions {
+                site_id: v.site_id.clone(),
+                area: v.area.clone(),
+                region: v.region.clone(),
+                l2_preload: v.l2_preload,
+                with_header: v.with_header.clone(),
+                force: v.force,
+                signature: v.signature.as_ref().map(|s| s.get_ref().clone()),
+            },
+        })
+    }
+
+    fn job(&self, j: &RawJob, vendors: &[VendorConfig]) -> Result<JobConfig, ConfigError> {
+        let name = j.name.get_ref().trim().to_string();
+        if name.is_empty() {
+            return Err(self.err(&j.name, "name", "a job name must not be empty"));
+        }
+        let task_type: TaskType = j.task_type.get_ref().parse().map_err(|m: String| self.err(&j.task_type, "task_type", m))?;
+        if j.vendors.get_ref().is_empty() {
+            return Err(self.err(&j.vendors, "vendors", format!("job `{name}` names no vendor")));
+        }
+        let mut names = Vec::new();
+        for v in j.vendors.get_ref() {
+            let Some(vc) = vendors.iter().find(|c| &c.name == v.get_ref()) else {
+                return Err(self.err(v, "vendors", format!("job `{name}` names unknown vendor `{}`", v.get_ref())));
+            };
+            if !supports(vc.kind, task_type) {
+                return Err(self.err(v, "vendors", format!("vendor `{}` (kind {}) cannot do {task_type}", vc.name, vc.kind)));
+            }
+            if names.contains(v.get_ref()) {
+                return Err(self.err(v, "vendors", format!("vendor `{}` is named twice", v.get_ref())));
+            }
+            names.push(v.get_ref().clone());
+        }
+        let mut sources = Vec::new();
+        if let Some(u) = &j.urls {
+            sources.push((u.span().start, UrlSource::Inline(u.get_ref().clone())));
+        }
+        if let Some(f) = &j.urls_file {
+            sources.push((f.span().start, UrlSource::File(self.resolve(f.get_ref()))));
+        }
+        if let Some(u) = &j.urls_url {
+            sources.push((u.span().start, UrlSource::Url(u.get_ref().clone())));
+        }
+        if let Some(u) = &j.sitemap_url {
+            sources.push((u.span().start, UrlSource::Sitemap(u.get_ref().clone())));
+        }
+        let source = match sources.len() {
+            0 => return Err(self.err(&j.name, "urls", format!("job `{name}` has no URL list: give urls, urls_file, urls_url or sitemap_url"))),
+            1 => sources.pop().expect("one").1,
+            _ => return Err(self.err_at(sources[1].0, format!("job `{name}` has more than one URL list; give only one of urls, urls_file, urls_url, sitemap_url"))),
+        };
+        if let UrlSource::File(p) = &source {
+            if let Err(e) = std::fs::File::open(p) {
+                let f = j.urls_file.as_ref().expect("file source");
+                return Err(self.err(f, "urls_file", format!("cannot read {}: {e}", p.display())));
+            }
+        }
+        let catch_up = match &j.catch_up {
+            None => CatchUp::Skip,
+            Some(c) => c.get_ref().parse().map_err(|m: String| self.err(c, "catch_up", m))?,
+        };
+        let mut plans: Vec<PlanSpec> = Vec::new();
+        for p in &j.plan {
+            let p = p.get_ref();
+            let start_time = parse_time(p.start_time.get_ref()).map_err(|m| self.err(&p.start_time, "start_time", m))?;
+            let end_time = parse_time(p.end_time.get_ref()).map_err(|m| self.err(&p.end_time, "end_time", m))?;
+            if end_time <= start_time {
+                return Err(self.err(&p.end_time, "end_time", "end_time must be later than start_time"));
+            }
+            let interval = self.duration(&p.interval, "interval")?;
+            if interval.is_zero() {
+                return Err(self.err(&p.interval, "interval", "interval must be at least 1 second"));
+            }
+            let slice_len = *p.slice_len.get_ref();
+            if slice_len <= 0 {
+                return Err(self.err(&p.slice_len, "slice_len", "slice_len must be at least 1"));
+            }
+            let spec = PlanSpec { start_time, end_time, interval_ms: interval.as_millis() as i64, slice_len };
+            if let Some(other) = plans.iter().find(|o| o.start_time < spec.end_time && spec.start_time < o.end_time) {
+                return Err(self.err(&p.start_time, "start_time", format!(
+                    "this plan's window overlaps another plan of job `{name}` ({} to {})",
+                    crate::clock::rfc3339(other.start_time), crate::clock::rfc3339(other.end_time)
+                )));
+            }
+            plans.push(spec);
+        }
+        Ok(JobConfig { name, task_type, vendors: names, source, catch_up, plans })
+    }
+}
+
+/// The public endpoint of each cloud vendor; `webhook` and `http_warm` have none.
+pub fn default_endpoint(kind: VendorKind) -> Option<&'static str> {
+    match kind {
+        VendorKind::AliyunCdn => Some("https://cdn.aliyuncs.com"),
+        VendorKind::AliyunEsa => Some("https://esa.cn-hangzhou.aliyuncs.com"),
+        VendorKind::VolcengineCdn => Some("https://cdn.volcengineapi.com"),
+        VendorKind::TencentCdn => Some("https://cdn.tencentcloudapi.com"),
+        VendorKind::HttpWarm => Some("http://unused.invalid"),
+        VendorKind::Webhook => None,
+    }
+}
+
+/// Whether a vendor kind can do a task type (purge on `http_warm` cannot).
+pub fn supports(kind: VendorKind, task: TaskType) -> bool {
+    !(kind == VendorKind::HttpWarm && task != TaskType::Preload)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_str(text: &str) -> Result<Config, ConfigError> {
+        parse(Path::new("/tmp/t.toml"), text, &Overrides::default())
+    }
+
+    const GOOD: &str = r#"
+[daemon]
+state_dir = "/tmp/x"
+
+[[vendor]]
+name = "hook"
+kind = "webhook"
+endpoint = "http://127.0.0.1:9/hook"
+
+[[job]]
+name = "j"
+task_type = "preload"
+vendors = ["hook"]
+urls = ["https://a.example/1"]
+
+[[job.plan]]
+start_time = "2026-11-24T02:00:00+08:00"
+end_time = "2026-11-24T04:00:00+08:00"
+interval = "90s"
+slice_len = 100
+"#;
+
+    #[test]
+    fn good_config_parses() {
+        let c = parse_str(GOOD).unwrap();
+        assert_eq!(c.jobs[0].plans[0].interval_ms, 90_000);
+        assert_eq!(c.vendors[0].requests_per_second, 10);
+    }
+
+    #[test]
+    fn errors_name_line_and_key() {
+        let e = parse_str(&GOOD.replace("slice_len = 100", "slice_len = 100\nbogus = 1")).unwrap_err();
+        assert_eq!(e.line, 21, "{e}");
+        assert!(e.to_string().contains("bogus"), "{e}");
+        let e = parse_str(&GOOD.replace("vendors = [\"hook\"]", "vendors = [\"nope\"]")).unwrap_err();
+        assert_eq!((e.line, e.key.as_str()), (13, "vendors"), "{e}");
+        let e = parse_str(&GOOD.replace("end_time = \"2026-11-24T04", "end_time = \"2026-11-24T01")).unwrap_err();
+        assert_eq!(e.key, "end_time");
+        let e = parse_str(&GOOD.replace("interval = \"90s\"", "interval = 0")).unwrap_err();
+        assert_eq!((e.line, e.key.as_str()), (19, "interval"), "{e}");
+        let e = parse_str(&GOOD.replace("slice_len = 100", "slice_len = 0")).unwrap_err();
+        assert_eq!(e.key, "slice_len");
+        let e = parse_str(&format!("{GOOD}\n[[vendor]]\nname = \"hook\"\nkind = \"webhook\"\nendpoint = \"http://x\"\n")).unwrap_err();
+        assert!(e.message.contains("duplicate vendor"), "{e}");
+        let e = parse_str(&GOOD.replace("interval = \"90s\"", "interval = \"soon\"")).unwrap_err();
+        assert_eq!(e.key, "interval");
+    }
+}

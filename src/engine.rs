@@ -1,0 +1,419 @@
+//! The engine: turns plans into slices on time and drives each subtask through the durable
+//! state machine `pending → submitting → submitted → done | failed`.
+//!
+//! The work is split into step functions that tests call directly — [`Engine::tick`] (plans and
+//! due slices), [`Engine::run_subtask`] (vendor submission with retries) and
+//! [`Engine::poll_subtask`] (status tracking) — and one loop, [`Engine::run`], that calls them
+//! when something is due and sleeps otherwise (no busy polling).
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use rand::Rng;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, info, info_span, warn, Instrument};
+
+use crate::clock::SharedClock;
+use crate::model::{SubmitStatus, UrlStatus};
+use crate::store::{Store, StoreError, SubtaskWork};
+use crate::vendor::{ErrorClass, SubmitRequest, VendorAccount, VendorError, Vendors};
+
+/// Tunables of the engine; the defaults suit production, tests shorten them.
+#[derive(Debug, Clone)]
+pub struct EngineSettings {
+    /// First retry delay; doubles per attempt, with full jitter, up to `retry_cap`.
+    pub retry_base: Duration,
+    pub retry_cap: Duration,
+    /// First status poll after submission, doubling up to `poll_max`.
+    pub poll_first_ms: i64,
+    pub poll_max_ms: i64,
+    /// Vendors forget tasks after a while (Alibaba 3 days): stop polling then, outcome unknown.
+    pub poll_give_up_ms: i64,
+}
+
+impl Default for EngineSettings {
+    fn default() -> Self {
+        EngineSettings {
+            retry_base: Duration::from_millis(500),
+            retry_cap: Duration::from_secs(60),
+            poll_first_ms: 5_000,
+            poll_max_ms: 60_000,
+            poll_give_up_ms: 3 * 24 * 3600 * 1000,
+        }
+    }
+}
+
+pub struct Engine {
+    store: Store,
+    vendors: RwLock<Arc<Vendors>>,
+    clock: SharedClock,
+    settings: EngineSettings,
+    /// Subtasks a worker currently owns, so a tick never starts a second worker for one.
+    busy: Mutex<HashSet<i64>>,
+    wake: Notify,
+    cancel: CancellationToken,
+    tracker: TaskTracker,
+}
+
+/// Removes a subtask from the busy set when its worker ends, however it ends.
+struct BusyGuard<'a>(&'a Engine, i64);
+
+impl Drop for BusyGuard<'_> {
+    fn drop(&mut self) {
+        self.0.busy.lock().expect("busy lock").remove(&self.1);
+        self.0.wake.notify_one();
+    }
+}
+
+impl Engine {
+    pub fn new(store: Store, vendors: Vendors, clock: SharedClock, settings: EngineSettings, cancel: CancellationToken) -> Arc<Self> {
+        Arc::new(Engine {
+            store,
+            vendors: RwLock::new(Arc::new(vendors)),
+            clock,
+            settings,
+            busy: Mutex::new(HashSet::new()),
+            wake: Notify::new(),
+            cancel,
+            tracker: TaskTracker::new(),
+        })
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn now(&self) -> i64 {
+        self.clock.now_ms()
+    }
+
+    pub fn vendors(&self) -> Arc<Vendors> {
+        self.vendors.read().expect("vendors lock").clone()
+    }
+
+    /// Swaps in a new set of vendor accounts (config reload); in-flight calls keep the old ones.
+    pub fn set_vendors(&self, vendors: Vendors) {
+        *self.vendors.write().expect("vendors lock") = Arc::new(vendors);
+        self.wake.notify_one();
+    }
+
+    /// Asks the loop to look for work now (after an API change, for instance).
+    pub fn nudge(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Startup reconciliation (DESIGN.md semantics 8): a subtask left `submitting` by a crash is
+    /// looked up in the vendor's task list for the URLs of its in-flight request; found, it is
+    /// recorded as accepted; not found (or the vendor has no task list), it goes back to pending
+    /// and is sent again.
+    pub async fn recover(&self) -> Result<usize, StoreError> {
+        let ids = self.store.submitting_subtasks().await?;
+        let n = ids.len();
+        for id in ids {
+            let work = self.store.subtask_work(id).await?;
+            let Some(account) = self.vendors().get(&work.subtask.vendor).cloned() else {
+                self.store.defer_subtask(id, None, "", self.now()).await?;
+                continue;
+            };
+            let chunk = next_chunk(&work, account.config.max_urls_per_request as usize);
+            let since = work.subtask.submitting_at.unwrap_or(work.slice.created_at) - 60_000;
+            match account.find_submitted(work.task_type, &chunk, since).await {
+                Ok(Some(task_ids)) => {
+                    info!(subtask = id, vendor = %account.name(), "reconciled: the vendor has the in-flight request");
+                    self.accept(&account, &work, chunk.len(), &task_ids).await?;
+                }
+                Ok(None) => {
+                    info!(subtask = id, vendor = %account.name(), "reconciled: not found at the vendor, will resubmit");
+                    self.store.defer_subtask(id, None, "", self.now()).await?;
+                }
+                Err(e) => {
+                    warn!(subtask = id, vendor = %account.name(), error = %e, "reconciliation query failed, will resubmit");
+                    self.store.defer_subtask(id, None, "", self.now()).await?;
+                }
+            }
+        }
+        Ok(n)
+    }
+
+    /// Advances plan statuses and takes every due slice. Returns the new slices' subtask ids.
+    pub async fn tick(&self) -> Result<Vec<i64>, StoreError> {
+        let now = self.now();
+        for (plan, status) in self.store.advance_plans(now).await? {
+            info!(plan, status = %status, "plan status changed");
+        }
+        let mut started = Vec::new();
+        for plan in self.store.due_plans(now).await? {
+            if let Some(s) = self.store.take_slice(plan, now).await? {
+                info!(plan, slice = s.slice.id, k = s.slice.k, urls = s.slice.url_count, late_ms = now - s.slice.due_at, "slice taken");
+                started.extend(s.subtask_ids);
+            } else {
+                debug!(plan, "plan has nothing left to send");
+            }
+        }
+        Ok(started)
+    }
+
+    /// One pass of everything due now, done inline: plan changes, due slices, their vendor
+    /// submissions and due status polls. Tests call this instead of running the loop.
+    pub async fn step(&self) -> Result<(), StoreError> {
+        self.tick().await?;
+        let now = self.now();
+        let runnable = self.store.runnable_subtasks(now).await?;
+        let polls = self.store.pollable_subtasks(now).await?;
+        let subs = runnable.into_iter().map(|id| self.run_subtask(id));
+        futures_util::future::try_join_all(subs).await?;
+        let polls = polls.into_iter().map(|id| self.poll_subtask(id));
+        futures_util::future::try_join_all(polls).await?;
+        Ok(())
+    }
+
+    fn claim(&self, id: i64) -> Option<BusyGuard<'_>> {
+        if self.busy.lock().expect("busy lock").insert(id) {
+            Some(BusyGuard(self, id))
+        } else {
+            None
+        }
+    }
+
+    async fn accept(&self, account: &VendorAccount, work: &SubtaskWork, n: usize, task_ids: &[String]) -> Result<bool, StoreError> {
+        let now = self.now();
+        let caps = account.api.capabilities();
+        let first_poll = caps.task_status.then_some(now + self.settings.poll_first_ms);
+        // A webhook's 2xx is its success by definition; a cloud vendor without a status API
+        // leaves the outcome unknown, never "done".
+        let outcome = if account.config.kind == crate::model::VendorKind::Webhook { UrlStatus::Done } else { UrlStatus::Unknown };
+        self.store.record_accepted(work.subtask.id, n as i64, task_ids, now, first_poll, outcome).await
+    }
+
+    /// Submits what remains of one subtask, one vendor request per `max_urls_per_request` URLs,
+    /// each recorded `submitting` before and accepted after (semantics 6 and 8). Retryable
+    /// errors back off with full jitter, honouring `Retry-After`; a non-retryable one fails the
+    /// subtask with the vendor's code and message.
+    pub async fn run_subtask(&self, id: i64) -> Result<(), StoreError> {
+        let Some(_guard) = self.claim(id) else { return Ok(()) };
+        let work = self.store.subtask_work(id).await?;
+        if work.subtask.status != SubmitStatus::Pending {
+            return Ok(());
+        }
+        let span = info_span!("slice", job = %work.job_name, plan = work.slice.plan_id, slice = work.slice.id, k = work.slice.k, vendor = %work.subtask.vendor);
+        self.submit_all(work).instrument(span).await
+    }
+
+    async fn submit_all(&self, mut work: SubtaskWork) -> Result<(), StoreError> {
+        let id = work.subtask.id;
+        let Some(account) = self.vendors().get(&work.subtask.vendor).cloned() else {
+            let msg = format!("vendor account `{}` is not configured", work.subtask.vendor);
+            warn!("{msg}");
+            return self.store.fail_subtask(id, "UnknownVendor", &msg, self.now()).await;
+        };
+        let per_request = account.config.max_urls_per_request as usize;
+        loop {
+            let chunk = next_chunk(&work, per_request);
+            if chunk.is_empty() {
+                return Ok(());
+            }
+            if self.cancel.is_cancelled() {
+                return self.store.defer_subtask(id, None, "", self.now()).await;
+            }
+            self.store.mark_submitting(id, self.now()).await?;
+            let mut attempt: u32 = 0;
+            let accepted = loop {
+                let req = SubmitRequest {
+                    task_type: work.task_type,
+                    urls: &chunk,
+                    job: &work.job_name,
+                    plan_id: work.slice.plan_id,
+                    slice_id: work.slice.id,
+                };
+                let e = match account.submit(req).await {
+                    Ok(a) => break a.task_ids,
+                    Err(e) => e,
+                };
+                match e.class {
+                    ErrorClass::Retryable if attempt < account.config.max_retries => {
+                        attempt += 1;
+                        let delay = self.backoff(attempt, &e);
+                        warn!(code = %e.code, attempt, delay_ms = delay.as_millis() as u64, "vendor call failed, retrying");
+                        tokio::select! {
+                            _ = tokio::time::sleep(delay) => {}
+                            _ = self.cancel.cancelled() => {
+                                return self.store.defer_subtask(id, None, "", self.now()).await;
+                            }
+                        }
+                        // The request may have reached the vendor before the error (a dropped
+                        // connection, a timeout): ask before sending it again.
+                        if is_ambiguous(&e) {
+                            let since = self.now() - 120_000;
+                            if let Ok(Some(ids)) = account.find_submitted(work.task_type, &chunk, since).await {
+                                info!("the vendor has the request that failed in transit; not resending");
+                                break ids;
+                            }
+                        }
+                    }
+                    ErrorClass::Quota => {
+                        let until = crate::quota::next_vendor_day(self.now());
+                        warn!(code = %e.code, until = %crate::clock::rfc3339(until), "daily quota spent; waiting for the reset");
+                        return self.store.defer_subtask(id, Some(until), &format!("quota: {}", e.code), self.now()).await;
+                    }
+                    _ => {
+                        warn!(code = %e.code, message = %e.message, "vendor call failed for good");
+                        return self.store.fail_subtask(id, &e.code, &e.message, self.now()).await;
+                    }
+                }
+            };
+            let complete = self.accept(&account, &work, chunk.len(), &accepted).await?;
+            info!(urls = chunk.len(), tasks = accepted.len(), complete, "vendor accepted");
+            if complete {
+                return Ok(());
+            }
+            work.subtask.urls_sent += chunk.len() as i64;
+        }
+    }
+
+    fn backoff(&self, attempt: u32, e: &VendorError) -> Duration {
+        let exp = self.settings.retry_base.saturating_mul(1u32 << attempt.min(16)).min(self.settings.retry_cap);
+        let jittered = exp.mul_f64(rand::thread_rng().gen_range(0.5..=1.0));
+        match e.retry_after {
+            Some(after) => jittered.max(after),
+            None => jittered,
+        }
+    }
+
+    /// Asks the vendor how the subtask's URLs are doing and records each URL's outcome.
+    pub async fn poll_subtask(&self, id: i64) -> Result<(), StoreError> {
+        let Some(_guard) = self.claim(id) else { return Ok(()) };
+        let work = self.store.subtask_work(id).await?;
+        if work.subtask.status != SubmitStatus::Submitted {
+            return Ok(());
+        }
+        let now = self.now();
+        let submitted = work.subtask.submitted_at.unwrap_or(now);
+        let age = now - submitted;
+        let next = now + (self.settings.poll_first_ms.max(age / 2)).min(self.settings.poll_max_ms);
+        let Some(account) = self.vendors().get(&work.subtask.vendor).cloned() else {
+            self.store.record_poll(id, &[], next, now).await?;
+            return Ok(());
+        };
+        let pending = self.store.outcomes(id).await?;
+        if age > self.settings.poll_give_up_ms {
+            let gone: Vec<_> = pending
+                .iter()
+                .filter(|o| o.status == UrlStatus::Pending)
+                .map(|o| (o.seq, UrlStatus::Unknown, "the vendor no longer reports this task".to_string()))
+                .collect();
+            self.store.record_poll(id, &gone, next, now).await?;
+            return Ok(());
+        }
+        let urls: Vec<String> = work.urls.iter().map(|(_, u)| u.clone()).collect();
+        let span = info_span!("poll", job = %work.job_name, slice = work.slice.id, vendor = %work.subtask.vendor);
+        let reports = account.task_status(work.task_type, &work.subtask.vendor_task_ids, &urls).instrument(span).await;
+        let now = self.now();
+        match reports {
+            Ok(reports) => {
+                let mut updates = Vec::new();
+                for o in pending.iter().filter(|o| o.status == UrlStatus::Pending) {
+                    if let Some(r) = reports.iter().find(|r| r.url == o.url && r.status != UrlStatus::Pending) {
+                        updates.push((o.seq, r.status, r.detail.clone()));
+                    }
+                }
+                let done = self.store.record_poll(id, &updates, next, now).await?;
+                debug!(subtask = id, updated = updates.len(), done, "polled");
+            }
+            Err(e) => {
+                warn!(subtask = id, code = %e.code, "status poll failed; will poll again");
+                self.store.record_poll(id, &[], next, now).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The daemon loop: reconcile, then repeatedly take due work and hand it to workers, until
+    /// cancelled; then wait for in-flight workers up to `grace`.
+    pub async fn run(self: Arc<Self>, grace: Duration, on_loop: impl Fn() + Send + 'static) -> anyhow::Result<()> {
+        self.recover().await?;
+        loop {
+            on_loop();
+            if self.cancel.is_cancelled() {
+                break;
+            }
+            if let Err(e) = self.dispatch().await {
+                warn!(error = %e, "engine step failed; retrying shortly");
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    _ = self.cancel.cancelled() => break,
+                }
+                continue;
+            }
+            let now = self.now();
+            let wake_at = self.store.next_wake().await.ok().flatten();
+            // Work that is due but owned by a worker must not spin the loop: wait for the
+            // worker's nudge, or re-check shortly.
+            let wait = match wake_at {
+                Some(t) if t > now => Duration::from_millis((t - now) as u64),
+                Some(_) => Duration::from_millis(50),
+                None => Duration::from_secs(30),
+            }
+            .min(Duration::from_secs(30));
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = self.wake.notified() => {}
+                _ = self.cancel.cancelled() => break,
+            }
+        }
+        self.tracker.close();
+        if tokio::time::timeout(grace, self.tracker.wait()).await.is_err() {
+            warn!("in-flight vendor calls did not finish within {grace:?}; they will be reconciled at the next start");
+        }
+        Ok(())
+    }
+
+    async fn dispatch(self: &Arc<Self>) -> Result<(), StoreError> {
+        self.tick().await?;
+        let now = self.now();
+        for id in self.store.runnable_subtasks(now).await? {
+            if self.is_busy(id) {
+                continue;
+            }
+            let me = self.clone();
+            self.tracker.spawn(async move {
+                if let Err(e) = me.run_subtask(id).await {
+                    warn!(subtask = id, error = %e, "subtask worker failed");
+                }
+            });
+        }
+        for id in self.store.pollable_subtasks(now).await? {
+            if self.is_busy(id) {
+                continue;
+            }
+            let me = self.clone();
+            self.tracker.spawn(async move {
+                if let Err(e) = me.poll_subtask(id).await {
+                    warn!(subtask = id, error = %e, "poll worker failed");
+                }
+            });
+        }
+        Ok(())
+    }
+
+    fn is_busy(&self, id: i64) -> bool {
+        self.busy.lock().expect("busy lock").contains(&id)
+    }
+}
+
+/// The URLs of the subtask's next vendor request.
+fn next_chunk(work: &SubtaskWork, per_request: usize) -> Vec<String> {
+    work.urls
+        .iter()
+        .skip(work.subtask.urls_sent as usize)
+        .take(per_request.max(1))
+        .map(|(_, u)| u.clone())
+        .collect()
+}
+
+/// Errors after which the vendor may or may not have the request.
+fn is_ambiguous(e: &VendorError) -> bool {
+    matches!(e.code.as_str(), "Timeout" | "TransportError" | "InvalidResponse")
+}

@@ -1,0 +1,27 @@
+//! preloadd: warms (preloads) and purges (refreshes) CDN caches on a schedule, across vendors,
+//! durably, within every vendor's rate limits and quotas.
+//!
+//! # Layout
+//! - [`config`]: the typed TOML configuration and its validation.
+//! - [`model`]: the domain words (task types, statuses, vendor kinds).
+//! - [`urls`], [`ingest`]: URL validation, streaming lists into jobs.
+//! - [`store`]: SQLite, migrations, and every SQL statement.
+//! - [`engine`]: plans → slices → subtasks, retries, polling, crash reconciliation.
+//! - [`vendor`]: the vendor trait, per-account limiters, and each vendor client.
+//! - [`api`]: the HTTP API; [`daemon`]: `serve`; [`cli`]: the command line.
+//! - [`clock`], [`quota`], [`logging`], [`summary`]: small helpers.
+
+pub mod api;
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod daemon;
+pub mod engine;
+pub mod ingest;
+pub mod logging;
+pub mod model;
+pub mod quota;
+pub mod store;
+pub mod summary;
+pub mod urls;
+pub mod vendor;

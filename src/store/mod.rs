@@ -1,0 +1,174 @@
+//! All SQL lives here: the SQLite pool, its pragmas, migrations, and one small function per use
+//! case. Nothing outside this module sees a query or a raw database error.
+//!
+//! Architecture Invariant: every write transaction starts with `BEGIN IMMEDIATE`, so two writers
+//! never deadlock on a lock upgrade; each step of the slice state machine commits before the
+//! next side effect.
+
+mod jobs;
+mod plans;
+mod work;
+
+pub use jobs::{
+    add_rejections, append_urls, append_urls_tx, clear_urls, insert_job, job_id_by_name, update_job, Job, JobUpdate,
+    NewJob,
+};
+pub use plans::{insert_plan, sync_config_plans, Plan, PlanChange};
+pub use work::{Slice, SliceStart, Subtask, SubtaskWork, UrlOutcome};
+
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Sqlite, SqlitePool, Transaction};
+
+/// Errors at the database boundary.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("not found")]
+    NotFound,
+    /// A rule of the data was broken (overlapping plans, a duplicate name...): the message says which.
+    #[error("{0}")]
+    Conflict(String),
+    #[error("the state directory {path} cannot be used: {reason}")]
+    StateDir { path: PathBuf, reason: String },
+    #[error("database error: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("database migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+pub type Tx = Transaction<'static, Sqlite>;
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// The database file name inside `state_dir`.
+pub const DB_FILE: &str = "preloadd.db";
+
+#[derive(Clone, Debug)]
+pub struct Store {
+    pool: SqlitePool,
+    path: PathBuf,
+}
+
+impl Store {
+    /// Opens (creating if needed) the database in `state_dir`, runs migrations and checks the
+    /// pragmas took effect.
+    pub async fn open_dir(state_dir: &Path) -> Result<Store> {
+        prepare_state_dir(state_dir)?;
+        Self::open_file(&state_dir.join(DB_FILE)).await
+    }
+
+    /// Opens the database at `database_url` (`sqlite://PATH`) when given, else in `state_dir`.
+    pub async fn open(state_dir: &Path, database_url: Option<&str>) -> Result<Store> {
+        match database_url {
+            Some(url) => {
+                let path = url
+                    .strip_prefix("sqlite://")
+                    .or_else(|| url.strip_prefix("sqlite:"))
+                    .ok_or_else(|| StoreError::Conflict(format!("database_url `{url}` is not a sqlite:// URL")))?;
+                let path = PathBuf::from(path);
+                if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                    prepare_state_dir(dir)?;
+                }
+                Self::open_file(&path).await
+            }
+            None => Self::open_dir(state_dir).await,
+        }
+    }
+
+    pub async fn open_file(path: &Path) -> Result<Store> {
+        let options = SqliteConnectOptions::from_str("sqlite://")?
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(Duration::from_secs(10))
+            .foreign_keys(true)
+            .pragma("temp_store", "memory");
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .min_connections(1)
+            .connect_with(options)
+            .await
+            .map_err(|e| StoreError::StateDir { path: path.to_path_buf(), reason: e.to_string() })?;
+        MIGRATOR.run(&pool).await?;
+        let store = Store { pool, path: path.to_path_buf() };
+        store.check_pragmas().await?;
+        Ok(store)
+    }
+
+    async fn check_pragmas(&self) -> Result<()> {
+        let mut conn = self.pool.acquire().await?;
+        let journal: String = sqlx::query_scalar("PRAGMA journal_mode").fetch_one(&mut *conn).await?;
+        let sync: i64 = sqlx::query_scalar("PRAGMA synchronous").fetch_one(&mut *conn).await?;
+        let fk: i64 = sqlx::query_scalar("PRAGMA foreign_keys").fetch_one(&mut *conn).await?;
+        if journal != "wal" || sync != 2 || fk != 1 {
+            return Err(StoreError::Conflict(format!(
+                "SQLite pragmas did not take effect (journal_mode={journal}, synchronous={sync}, foreign_keys={fk})"
+            )));
+        }
+        Ok(())
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Starts a write transaction with `BEGIN IMMEDIATE`.
+    pub async fn write(&self) -> Result<Tx> {
+        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+    }
+
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+
+    /// Proves the database is writable (for `/readyz`): a write transaction that changes nothing.
+    pub async fn check_writable(&self) -> Result<()> {
+        let mut tx = self.write().await?;
+        sqlx::query("UPDATE jobs SET id = id WHERE 0").execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// `PRAGMA integrity_check`; `Ok(())` when the answer is `ok`.
+    pub async fn integrity_check(&self) -> Result<()> {
+        let rows: Vec<String> = sqlx::query_scalar("PRAGMA integrity_check").fetch_all(&self.pool).await?;
+        if rows.len() == 1 && rows[0] == "ok" {
+            Ok(())
+        } else {
+            Err(StoreError::Conflict(format!("integrity check failed: {}", rows.join("; "))))
+        }
+    }
+
+    /// An online copy of the database (`VACUUM INTO`), safe while the daemon runs.
+    pub async fn backup_to(&self, dest: &Path) -> Result<()> {
+        if dest.exists() {
+            return Err(StoreError::Conflict(format!("{} already exists", dest.display())));
+        }
+        sqlx::query("VACUUM INTO ?").bind(dest.to_string_lossy().into_owned()).execute(&self.pool).await?;
+        Ok(())
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+/// Creates `dir` if missing and proves it is writable, with a message that says what to fix.
+fn prepare_state_dir(dir: &Path) -> Result<()> {
+    let fail = |reason: String| StoreError::StateDir { path: dir.to_path_buf(), reason };
+    std::fs::create_dir_all(dir).map_err(|e| fail(format!("cannot create it: {e}")))?;
+    let probe = dir.join(".preloadd-write-test");
+    std::fs::write(&probe, b"ok").map_err(|e| fail(format!("cannot write in it: {e}")))?;
+    let _ = std::fs::remove_file(&probe);
+    Ok(())
+}
+
+/// Maps "no row" to [`StoreError::NotFound`].
+fn found<T>(row: Option<T>) -> Result<T> {
+    row.ok_or(StoreError::NotFound)
+}

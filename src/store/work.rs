@@ -1,0 +1,644 @@
+//! The durable slice state machine: slices, subtasks and per-URL outcomes.
+//!
+//! Architecture Invariant: a slice claims its URLs (the job's cursor moves past them) in the same
+//! transaction that records it, so a URL is always either before the cursor inside a recorded
+//! slice, or after the cursor; no crash can lose one. A job has at most one slice that is not
+//! yet recorded by every vendor, which keeps URLs in order and makes "the slice in flight" a
+//! single, well-defined thing.
+
+use sqlx::Row;
+
+use super::plans::plan_in;
+use super::{found, Result, Store, Tx};
+use crate::model::{CatchUp, PlanStatus, SubmitStatus, TaskType, UrlStatus};
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Slice {
+    pub id: i64,
+    pub plan_id: i64,
+    pub job_id: i64,
+    pub k: i64,
+    pub due_at: i64,
+    pub first_seq: i64,
+    pub last_seq: i64,
+    pub url_count: i64,
+    pub status: SubmitStatus,
+    pub created_at: i64,
+    pub recorded_at: Option<i64>,
+    pub done_at: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Subtask {
+    pub id: i64,
+    pub slice_id: i64,
+    pub vendor: String,
+    pub status: SubmitStatus,
+    pub urls_sent: i64,
+    pub vendor_task_ids: Vec<String>,
+    pub attempts: i64,
+    pub error_code: String,
+    pub error_message: String,
+    pub submitting_at: Option<i64>,
+    pub submitted_at: Option<i64>,
+    pub done_at: Option<i64>,
+    pub next_poll_at: Option<i64>,
+    pub wait_until: Option<i64>,
+    pub wait_reason: String,
+}
+
+/// Everything a worker needs to submit or poll one subtask.
+#[derive(Debug, Clone)]
+pub struct SubtaskWork {
+    pub subtask: Subtask,
+    pub slice: Slice,
+    pub job_name: String,
+    pub task_type: TaskType,
+    /// The slice's URLs with their sequence numbers, in order.
+    pub urls: Vec<(i64, String)>,
+}
+
+/// A slice just taken by [`Store::take_slice`].
+#[derive(Debug, Clone)]
+pub struct SliceStart {
+    pub slice: Slice,
+    pub subtask_ids: Vec<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct UrlOutcome {
+    pub seq: i64,
+    pub url: String,
+    pub status: UrlStatus,
+    pub detail: String,
+}
+
+const SLICE_COLS: &str =
+    "id, plan_id, job_id, k, due_at, first_seq, last_seq, url_count, status, created_at, recorded_at, done_at";
+const SUBTASK_COLS: &str = "id, slice_id, vendor, status, urls_sent, vendor_task_ids, attempts, error_code, error_message, \
+     submitting_at, submitted_at, done_at, next_poll_at, wait_until, wait_reason";
+
+fn status_of(s: String) -> SubmitStatus {
+    s.parse().unwrap_or(SubmitStatus::Failed)
+}
+
+pub(super) fn slice_from_row(r: &sqlx::sqlite::SqliteRow) -> Slice {
+    Slice {
+        id: r.get("id"),
+        plan_id: r.get("plan_id"),
+        job_id: r.get("job_id"),
+        k: r.get("k"),
+        due_at: r.get("due_at"),
+        first_seq: r.get("first_seq"),
+        last_seq: r.get("last_seq"),
+        url_count: r.get("url_count"),
+        status: status_of(r.get("status")),
+        created_at: r.get("created_at"),
+        recorded_at: r.get("recorded_at"),
+        done_at: r.get("done_at"),
+    }
+}
+
+pub(super) fn subtask_from_row(r: &sqlx::sqlite::SqliteRow) -> Subtask {
+    Subtask {
+        id: r.get("id"),
+        slice_id: r.get("slice_id"),
+        vendor: r.get("vendor"),
+        status: status_of(r.get("status")),
+        urls_sent: r.get("urls_sent"),
+        vendor_task_ids: serde_json::from_str(&r.get::<String, _>("vendor_task_ids")).unwrap_or_default(),
+        attempts: r.get("attempts"),
+        error_code: r.get("error_code"),
+        error_message: r.get("error_message"),
+        submitting_at: r.get("submitting_at"),
+        submitted_at: r.get("submitted_at"),
+        done_at: r.get("done_at"),
+        next_poll_at: r.get("next_poll_at"),
+        wait_until: r.get("wait_until"),
+        wait_reason: r.get("wait_reason"),
+    }
+}
+
+async fn subtask_in(tx: &mut Tx, id: i64) -> Result<Subtask> {
+    let row = sqlx::query(&format!("SELECT {SUBTASK_COLS} FROM subtasks WHERE id = ?"))
+        .bind(id)
+        .fetch_optional(&mut **tx)
+        .await?;
+    found(row.as_ref().map(subtask_from_row))
+}
+
+/// When the slice after one due at `due` goes: on the grid, unless the grid point has already
+/// passed (downtime, a slow vendor) — then one interval from now, so missed slices are not
+/// burst out (DESIGN.md semantics 5) unless the job opted into `catch_up = "burst"`.
+pub fn next_due_after(due: i64, interval_ms: i64, now: i64, catch_up: CatchUp) -> i64 {
+    let on_grid = due + interval_ms;
+    if catch_up == CatchUp::Burst || on_grid > now {
+        on_grid
+    } else {
+        now + interval_ms
+    }
+}
+
+impl Store {
+    /// Moves waiting plans whose start has come to running, and closes plans whose window has
+    /// passed. Returns the ids of plans that changed status.
+    pub async fn advance_plans(&self, now: i64) -> Result<Vec<(i64, PlanStatus)>> {
+        let mut tx = self.write().await?;
+        let closed: Vec<i64> = sqlx::query_scalar(
+            "UPDATE plans SET status = 'finished', next_due = NULL, updated_at = ? \
+             WHERE status IN ('waiting', 'running') AND end_time <= ? RETURNING id",
+        )
+        .bind(now)
+        .bind(now)
+        .fetch_all(&mut *tx)
+        .await?;
+        let started: Vec<i64> = sqlx::query_scalar(
+            "UPDATE plans SET status = 'running', next_due = start_time, updated_at = ? \
+             WHERE status = 'waiting' AND start_time <= ? RETURNING id",
+        )
+        .bind(now)
+        .bind(now)
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(closed
+            .into_iter()
+            .map(|id| (id, PlanStatus::Finished))
+            .chain(started.into_iter().map(|id| (id, PlanStatus::Running)))
+            .collect())
+    }
+
+    /// Running plans with a slice due and no slice of their job still in flight.
+    pub async fn due_plans(&self, now: i64) -> Result<Vec<i64>> {
+        Ok(sqlx::query_scalar(
+            "SELECT p.id FROM plans p WHERE p.status = 'running' AND p.next_due <= ? AND NOT EXISTS \
+             (SELECT 1 FROM slices s WHERE s.job_id = p.job_id AND s.status IN ('pending', 'submitting')) \
+             ORDER BY p.next_due",
+        )
+        .bind(now)
+        .fetch_all(self.pool())
+        .await?)
+    }
+
+    /// The earliest instant after which there may be engine work: a plan starting or closing, a
+    /// slice due, a paused subtask resuming, a poll due.
+    pub async fn next_wake(&self) -> Result<Option<i64>> {
+        Ok(sqlx::query_scalar(
+            "SELECT MIN(t) FROM ( \
+               SELECT MIN(start_time) AS t FROM plans WHERE status = 'waiting' \
+               UNION ALL SELECT MIN(end_time) FROM plans WHERE status = 'running' \
+               UNION ALL SELECT MIN(next_due) FROM plans p WHERE status = 'running' AND NOT EXISTS \
+                 (SELECT 1 FROM slices s WHERE s.job_id = p.job_id AND s.status IN ('pending', 'submitting')) \
+               UNION ALL SELECT MIN(COALESCE(wait_until, 0)) FROM subtasks WHERE status = 'pending' \
+               UNION ALL SELECT MIN(next_poll_at) FROM subtasks WHERE status = 'submitted')",
+        )
+        .fetch_one(self.pool())
+        .await?)
+    }
+
+    /// Takes the next slice of a running plan whose slice is due: claims the next `slice_len`
+    /// URLs at the job's cursor, records the slice with one pending subtask per vendor account
+    /// and a pending outcome per URL, and moves the cursor — all in one transaction. A plan with
+    /// no URL left, or whose window has closed, is finished instead.
+    pub async fn take_slice(&self, plan_id: i64, now: i64) -> Result<Option<SliceStart>> {
+        let mut tx = self.write().await?;
+        let plan = plan_in(&mut tx, plan_id).await?;
+        let Some(due) = plan.next_due.filter(|d| *d <= now && plan.status == PlanStatus::Running) else {
+            return Ok(None);
+        };
+        let inflight: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM slices WHERE job_id = ? AND status IN ('pending', 'submitting')",
+        )
+        .bind(plan.job_id)
+        .fetch_one(&mut *tx)
+        .await?;
+        if inflight > 0 {
+            return Ok(None);
+        }
+        if now >= plan.end_time {
+            finish_plan(&mut tx, plan_id, now).await?;
+            tx.commit().await?;
+            return Ok(None);
+        }
+        let job = sqlx::query("SELECT cursor, vendors, catch_up FROM jobs WHERE id = ?")
+            .bind(plan.job_id)
+            .fetch_one(&mut *tx)
+            .await?;
+        let cursor: i64 = job.get("cursor");
+        let vendors: Vec<String> = serde_json::from_str(&job.get::<String, _>("vendors")).unwrap_or_default();
+        let catch_up: CatchUp = job.get::<String, _>("catch_up").parse().unwrap_or(CatchUp::Skip);
+        let (count, first, last): (i64, Option<i64>, Option<i64>) = sqlx::query_as(
+            "SELECT COUNT(*), MIN(seq), MAX(seq) FROM \
+             (SELECT seq FROM urls WHERE job_id = ? AND seq >= ? ORDER BY seq LIMIT ?)",
+        )
+        .bind(plan.job_id)
+        .bind(cursor)
+        .bind(plan.slice_len)
+        .fetch_one(&mut *tx)
+        .await?;
+        let (Some(first), Some(last)) = (first, last) else {
+            finish_plan(&mut tx, plan_id, now).await?;
+            tx.commit().await?;
+            return Ok(None);
+        };
+        let slice_id = sqlx::query(
+            "INSERT INTO slices (plan_id, job_id, k, due_at, first_seq, last_seq, url_count, status, created_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', ?)",
+        )
+        .bind(plan_id)
+        .bind(plan.job_id)
+        .bind(plan.slices_sent)
+        .bind(due)
+        .bind(first)
+        .bind(last)
+        .bind(count)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?
+        .last_insert_rowid();
+        let mut subtask_ids = Vec::new();
+        for vendor in &vendors {
+            let id = sqlx::query("INSERT INTO subtasks (slice_id, vendor, status) VALUES (?, ?, 'pending')")
+                .bind(slice_id)
+                .bind(vendor)
+                .execute(&mut *tx)
+                .await?
+                .last_insert_rowid();
+            sqlx::query(
+                "INSERT INTO url_outcomes (subtask_id, seq, status) \
+                 SELECT ?, seq, 'pending' FROM urls WHERE job_id = ? AND seq BETWEEN ? AND ?",
+            )
+            .bind(id)
+            .bind(plan.job_id)
+            .bind(first)
+            .bind(last)
+            .execute(&mut *tx)
+            .await?;
+            subtask_ids.push(id);
+        }
+        let more: Option<i64> = sqlx::query_scalar("SELECT seq FROM urls WHERE job_id = ? AND seq > ? LIMIT 1")
+            .bind(plan.job_id)
+            .bind(last)
+            .fetch_optional(&mut *tx)
+            .await?;
+        // With nothing left, the plan is due again at once and finishes as soon as this slice
+        // is recorded, instead of waiting an interval to find the list empty.
+        let next_due = if more.is_some() { next_due_after(due, plan.interval_ms, now, catch_up) } else { now };
+        sqlx::query("UPDATE jobs SET cursor = ?, updated_at = ? WHERE id = ?")
+            .bind(last + 1)
+            .bind(now)
+            .bind(plan.job_id)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "UPDATE plans SET slices_sent = slices_sent + 1, urls_sent = urls_sent + ?, next_due = ?, updated_at = ? \
+             WHERE id = ?",
+        )
+        .bind(count)
+        .bind(next_due)
+        .bind(now)
+        .bind(plan_id)
+        .execute(&mut *tx)
+        .await?;
+        let slice = slice_in(&mut tx, slice_id).await?;
+        tx.commit().await?;
+        Ok(Some(SliceStart { slice, subtask_ids }))
+    }
+
+    /// Pending subtasks that may go now (not paused by a quota wait or a backoff).
+    pub async fn runnable_subtasks(&self, now: i64) -> Result<Vec<i64>> {
+        Ok(sqlx::query_scalar(
+            "SELECT id FROM subtasks WHERE status = 'pending' AND COALESCE(wait_until, 0) <= ? ORDER BY id",
+        )
+        .bind(now)
+        .fetch_all(self.pool())
+        .await?)
+    }
+
+    /// Subtasks left `submitting` by a crash: they need reconciliation before anything else.
+    pub async fn submitting_subtasks(&self) -> Result<Vec<i64>> {
+        Ok(sqlx::query_scalar("SELECT id FROM subtasks WHERE status = 'submitting' ORDER BY id")
+            .fetch_all(self.pool())
+            .await?)
+    }
+
+    /// Submitted subtasks whose next status poll is due.
+    pub async fn pollable_subtasks(&self, now: i64) -> Result<Vec<i64>> {
+        Ok(sqlx::query_scalar(
+            "SELECT id FROM subtasks WHERE status = 'submitted' AND next_poll_at <= ? ORDER BY next_poll_at",
+        )
+        .bind(now)
+        .fetch_all(self.pool())
+        .await?)
+    }
+
+    pub async fn subtask(&self, id: i64) -> Result<Subtask> {
+        let row = sqlx::query(&format!("SELECT {SUBTASK_COLS} FROM subtasks WHERE id = ?"))
+            .bind(id)
+            .fetch_optional(self.pool())
+            .await?;
+        found(row.as_ref().map(subtask_from_row))
+    }
+
+    pub async fn subtasks_of_slice(&self, slice_id: i64) -> Result<Vec<Subtask>> {
+        let rows = sqlx::query(&format!("SELECT {SUBTASK_COLS} FROM subtasks WHERE slice_id = ? ORDER BY id"))
+            .bind(slice_id)
+            .fetch_all(self.pool())
+            .await?;
+        Ok(rows.iter().map(subtask_from_row).collect())
+    }
+
+    pub async fn slices_of_plan(&self, plan_id: i64) -> Result<Vec<Slice>> {
+        let rows = sqlx::query(&format!("SELECT {SLICE_COLS} FROM slices WHERE plan_id = ? ORDER BY k"))
+            .bind(plan_id)
+            .fetch_all(self.pool())
+            .await?;
+        Ok(rows.iter().map(slice_from_row).collect())
+    }
+
+    pub async fn slices_of_job(&self, job_id: i64) -> Result<Vec<Slice>> {
+        let rows = sqlx::query(&format!("SELECT {SLICE_COLS} FROM slices WHERE job_id = ? ORDER BY id"))
+            .bind(job_id)
+            .fetch_all(self.pool())
+            .await?;
+        Ok(rows.iter().map(slice_from_row).collect())
+    }
+
+    /// Loads a subtask with its slice, job and URLs.
+    pub async fn subtask_work(&self, id: i64) -> Result<SubtaskWork> {
+        let subtask = self.subtask(id).await?;
+        let row = sqlx::query(&format!("SELECT {SLICE_COLS} FROM slices WHERE id = ?"))
+            .bind(subtask.slice_id)
+            .fetch_one(self.pool())
+            .await?;
+        let slice = slice_from_row(&row);
+        let (job_name, task_type): (String, String) = sqlx::query_as("SELECT name, task_type FROM jobs WHERE id = ?")
+            .bind(slice.job_id)
+            .fetch_one(self.pool())
+            .await?;
+        let urls = sqlx::query("SELECT seq, url FROM urls WHERE job_id = ? AND seq BETWEEN ? AND ? ORDER BY seq")
+            .bind(slice.job_id)
+            .bind(slice.first_seq)
+            .bind(slice.last_seq)
+            .fetch_all(self.pool())
+            .await?
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
+        Ok(SubtaskWork {
+            subtask,
+            slice,
+            job_name,
+            task_type: task_type.parse().unwrap_or(TaskType::Preload),
+            urls,
+        })
+    }
+
+    /// Step 1 of a vendor request: `submitting`, committed before the call goes out.
+    pub async fn mark_submitting(&self, id: i64, now: i64) -> Result<()> {
+        let mut tx = self.write().await?;
+        sqlx::query(
+            "UPDATE subtasks SET status = 'submitting', attempts = attempts + 1, submitting_at = ?, \
+             wait_until = NULL, wait_reason = '' WHERE id = ?",
+        )
+        .bind(now)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        let slice_id = subtask_in(&mut tx, id).await?.slice_id;
+        refresh_slice(&mut tx, slice_id, now).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Step 2: the vendor accepted `n` more URLs of the slice. When the whole slice is accepted,
+    /// the subtask is `submitted` (and polled from `first_poll`), or `done` when the vendor has
+    /// no status API — then every URL's outcome is `outcome_without_status`.
+    pub async fn record_accepted(
+        &self,
+        id: i64,
+        n: i64,
+        task_ids: &[String],
+        now: i64,
+        first_poll: Option<i64>,
+        outcome_without_status: UrlStatus,
+    ) -> Result<bool> {
+        let mut tx = self.write().await?;
+        let st = subtask_in(&mut tx, id).await?;
+        let slice = slice_in(&mut tx, st.slice_id).await?;
+        let mut ids = st.vendor_task_ids.clone();
+        ids.extend(task_ids.iter().cloned());
+        let sent = (st.urls_sent + n).min(slice.url_count);
+        let complete = sent >= slice.url_count;
+        let status = match (complete, first_poll) {
+            (false, _) => SubmitStatus::Submitting,
+            (true, Some(_)) => SubmitStatus::Submitted,
+            (true, None) => SubmitStatus::Done,
+        };
+        sqlx::query(
+            "UPDATE subtasks SET status = ?, urls_sent = ?, vendor_task_ids = ?, error_code = '', error_message = '', \
+             submitted_at = CASE WHEN ? THEN ? ELSE submitted_at END, \
+             done_at = CASE WHEN ? = 'done' THEN ? ELSE done_at END, next_poll_at = ? WHERE id = ?",
+        )
+        .bind(status.as_str())
+        .bind(sent)
+        .bind(serde_json::to_string(&ids).expect("strings serialize"))
+        .bind(complete)
+        .bind(now)
+        .bind(status.as_str())
+        .bind(now)
+        .bind(if complete { first_poll } else { None })
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        if status == SubmitStatus::Done {
+            sqlx::query("UPDATE url_outcomes SET status = ? WHERE subtask_id = ? AND status = 'pending'")
+                .bind(outcome_without_status.as_str())
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        refresh_slice(&mut tx, st.slice_id, now).await?;
+        tx.commit().await?;
+        Ok(complete)
+    }
+
+    /// Puts a subtask back to `pending`, optionally paused until `until` (quota wait, backoff,
+    /// shutdown between requests). The progress already accepted is kept.
+    pub async fn defer_subtask(&self, id: i64, until: Option<i64>, reason: &str, now: i64) -> Result<()> {
+        let mut tx = self.write().await?;
+        sqlx::query("UPDATE subtasks SET status = 'pending', wait_until = ?, wait_reason = ? WHERE id = ?")
+            .bind(until)
+            .bind(reason)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        let slice_id = subtask_in(&mut tx, id).await?.slice_id;
+        refresh_slice(&mut tx, slice_id, now).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// A definitive failure: the vendor's code and message are kept, pending URL outcomes fail.
+    /// When every subtask of the slice failed, the plan fails (semantics 3) and the cursor goes
+    /// back to the slice, so the job's next plan sends those URLs again.
+    pub async fn fail_subtask(&self, id: i64, code: &str, message: &str, now: i64) -> Result<()> {
+        let mut tx = self.write().await?;
+        sqlx::query(
+            "UPDATE subtasks SET status = 'failed', error_code = ?, error_message = ?, done_at = ?, \
+             wait_until = NULL, wait_reason = '' WHERE id = ?",
+        )
+        .bind(code)
+        .bind(message)
+        .bind(now)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("UPDATE url_outcomes SET status = 'failed', detail = ? WHERE subtask_id = ? AND status = 'pending'")
+            .bind(code)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        let slice_id = subtask_in(&mut tx, id).await?.slice_id;
+        refresh_slice(&mut tx, slice_id, now).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Records per-URL outcomes from a status poll; the subtask is `done` once no URL is pending,
+    /// else polled again at `next_poll`.
+    pub async fn record_poll(&self, id: i64, outcomes: &[(i64, UrlStatus, String)], next_poll: i64, now: i64) -> Result<bool> {
+        let mut tx = self.write().await?;
+        for (seq, status, detail) in outcomes {
+            sqlx::query("UPDATE url_outcomes SET status = ?, detail = ? WHERE subtask_id = ? AND seq = ?")
+                .bind(status.as_str())
+                .bind(detail)
+                .bind(id)
+                .bind(seq)
+                .execute(&mut *tx)
+                .await?;
+        }
+        let pending: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM url_outcomes WHERE subtask_id = ? AND status = 'pending'")
+            .bind(id)
+            .fetch_one(&mut *tx)
+            .await?;
+        let done = pending == 0;
+        sqlx::query(
+            "UPDATE subtasks SET status = CASE WHEN ? THEN 'done' ELSE status END, \
+             done_at = CASE WHEN ? THEN ? ELSE done_at END, next_poll_at = CASE WHEN ? THEN NULL ELSE ? END WHERE id = ?",
+        )
+        .bind(done)
+        .bind(done)
+        .bind(now)
+        .bind(done)
+        .bind(next_poll)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        let slice_id = subtask_in(&mut tx, id).await?.slice_id;
+        refresh_slice(&mut tx, slice_id, now).await?;
+        tx.commit().await?;
+        Ok(done)
+    }
+
+    /// Per-URL outcomes of one subtask, in URL order.
+    pub async fn outcomes(&self, subtask_id: i64) -> Result<Vec<UrlOutcome>> {
+        let rows = sqlx::query(
+            "SELECT o.seq, u.url, o.status, o.detail FROM url_outcomes o JOIN subtasks st ON st.id = o.subtask_id \
+             JOIN slices s ON s.id = st.slice_id JOIN urls u ON u.job_id = s.job_id AND u.seq = o.seq \
+             WHERE o.subtask_id = ? ORDER BY o.seq",
+        )
+        .bind(subtask_id)
+        .fetch_all(self.pool())
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| UrlOutcome {
+                seq: r.get(0),
+                url: r.get(1),
+                status: r.get::<String, _>(2).parse().unwrap_or(UrlStatus::Unknown),
+                detail: r.get(3),
+            })
+            .collect())
+    }
+}
+
+async fn slice_in(tx: &mut Tx, id: i64) -> Result<Slice> {
+    let row = sqlx::query(&format!("SELECT {SLICE_COLS} FROM slices WHERE id = ?"))
+        .bind(id)
+        .fetch_optional(&mut **tx)
+        .await?;
+    found(row.as_ref().map(slice_from_row))
+}
+
+async fn finish_plan(tx: &mut Tx, plan_id: i64, now: i64) -> Result<()> {
+    sqlx::query("UPDATE plans SET status = 'finished', next_due = NULL, updated_at = ? WHERE id = ? AND status = 'running'")
+        .bind(now)
+        .bind(plan_id)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+/// Derives a slice's status from its subtasks, and fails the plan when every vendor failed it.
+async fn refresh_slice(tx: &mut Tx, slice_id: i64, now: i64) -> Result<()> {
+    let rows: Vec<(String, i64)> = sqlx::query_as("SELECT status, COUNT(*) FROM subtasks WHERE slice_id = ? GROUP BY status")
+        .bind(slice_id)
+        .fetch_all(&mut **tx)
+        .await?;
+    let count = |s: SubmitStatus| rows.iter().find(|(k, _)| k == s.as_str()).map_or(0, |(_, n)| *n);
+    let total: i64 = rows.iter().map(|(_, n)| n).sum();
+    let status = if count(SubmitStatus::Submitting) > 0 {
+        SubmitStatus::Submitting
+    } else if count(SubmitStatus::Pending) > 0 {
+        SubmitStatus::Pending
+    } else if count(SubmitStatus::Failed) == total {
+        SubmitStatus::Failed
+    } else if count(SubmitStatus::Done) + count(SubmitStatus::Failed) == total {
+        SubmitStatus::Done
+    } else {
+        SubmitStatus::Submitted
+    };
+    let recorded = status.is_recorded();
+    let final_ = status.is_final();
+    let before = slice_in(tx, slice_id).await?;
+    sqlx::query(
+        "UPDATE slices SET status = ?, recorded_at = CASE WHEN ? THEN COALESCE(recorded_at, ?) ELSE recorded_at END, \
+         done_at = CASE WHEN ? THEN COALESCE(done_at, ?) ELSE done_at END WHERE id = ?",
+    )
+    .bind(status.as_str())
+    .bind(recorded)
+    .bind(now)
+    .bind(final_)
+    .bind(now)
+    .bind(slice_id)
+    .execute(&mut **tx)
+    .await?;
+    if status == SubmitStatus::Failed && before.status != SubmitStatus::Failed {
+        let errors: Vec<(String, String, String)> =
+            sqlx::query_as("SELECT vendor, error_code, error_message FROM subtasks WHERE slice_id = ? ORDER BY id")
+                .bind(slice_id)
+                .fetch_all(&mut **tx)
+                .await?;
+        let info = errors
+            .iter()
+            .map(|(v, c, m)| format!("{v}: {c}: {m}"))
+            .collect::<Vec<_>>()
+            .join("; ");
+        sqlx::query(
+            "UPDATE plans SET status = 'failed', error_info = ?, next_due = NULL, updated_at = ? \
+             WHERE id = ? AND status IN ('running', 'waiting', 'stopped', 'finished')",
+        )
+        .bind(&info)
+        .bind(now)
+        .bind(before.plan_id)
+        .execute(&mut **tx)
+        .await?;
+        sqlx::query("UPDATE jobs SET cursor = MIN(cursor, ?) WHERE id = ?")
+            .bind(before.first_seq)
+            .bind(before.job_id)
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok(())
+}

@@ -1,0 +1,63 @@
+//! The human summary `check-config` prints: vendors, jobs, URL counts, rejected lines, plans.
+
+use std::fmt::Write;
+
+use crate::clock::rfc3339;
+use crate::config::{Config, UrlSource};
+use crate::ingest::{self, IngestError};
+
+/// Renders the summary, reading every URL list (streaming). An unusable list is an error.
+pub async fn render(cfg: &Config) -> Result<String, String> {
+    let mut out = String::new();
+    let _ = writeln!(out, "configuration {} is valid", cfg.path.display());
+    let _ = writeln!(out, "state_dir: {}", cfg.daemon.state_dir.display());
+    let _ = writeln!(out, "api: {}{}", cfg.api.listen, if cfg.api.token.is_some() { " (token set)" } else { " (no token)" });
+    let _ = writeln!(out, "vendors ({}):", cfg.vendors.len());
+    for v in &cfg.vendors {
+        let quota = v.daily_quota.map(|q| format!("{q} URLs/day")).unwrap_or_else(|| "no daily quota".into());
+        let _ = writeln!(
+            out,
+            "  {:<16} {:<15} {}  {} req/s, {} URLs/request, {}",
+            v.name, v.kind.as_str(), v.endpoint, v.requests_per_second, v.max_urls_per_request, quota
+        );
+    }
+    let _ = writeln!(out, "jobs ({}):", cfg.jobs.len());
+    for j in &cfg.jobs {
+        let from = match &j.source {
+            UrlSource::Inline(u) => format!("inline ({} entries)", u.len()),
+            UrlSource::File(p) => format!("urls_file {}", p.display()),
+            UrlSource::Url(u) => format!("urls_url {u}"),
+            UrlSource::Sitemap(u) => format!("sitemap_url {u}"),
+        };
+        let _ = writeln!(out, "  {} — {} to {} from {from}", j.name, j.task_type, j.vendors.join(", "));
+        match ingest::scan(&j.source).await {
+            Ok(r) => {
+                if r.valid == 0 {
+                    return Err(format!("job `{}`: MissingUrlList: the list has no valid URL ({} lines rejected)\n{}", j.name, r.rejected.count, r.rejected.render()));
+                }
+                let _ = writeln!(out, "    {} URLs ({} lines rejected; duplicates are dropped at load)", r.valid, r.rejected.count);
+                for line in r.rejected.render().lines() {
+                    let _ = writeln!(out, "      rejected {line}");
+                }
+                for p in &j.plans {
+                    let slices = ((p.end_time - p.start_time) + p.interval_ms - 1) / p.interval_ms;
+                    let capacity = slices * p.slice_len;
+                    let fits = if capacity as u64 >= r.valid { "the window fits the list" } else { "the window closes before the list ends" };
+                    let _ = writeln!(
+                        out,
+                        "    plan {} to {}, every {}s, {} URLs a slice: up to {slices} slices, {capacity} URLs ({fits})",
+                        rfc3339(p.start_time),
+                        rfc3339(p.end_time),
+                        p.interval_ms as f64 / 1000.0,
+                        p.slice_len
+                    );
+                }
+            }
+            Err(IngestError::Source(m)) => {
+                let _ = writeln!(out, "    list not checked: {m}");
+            }
+            Err(e) => return Err(format!("job `{}`: {e}", j.name)),
+        }
+    }
+    Ok(out)
+}
