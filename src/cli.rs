@@ -97,7 +97,8 @@ async fn run(cli: Cli) -> i32 {
                     return EXIT_CONFIG;
                 }
             };
-            let store = match crate::store::Store::open(&cfg.daemon.state_dir, cfg.daemon.database_url.as_deref()).await {
+            let store = match crate::store::Store::open(&cfg.daemon.state_dir, cfg.daemon.database_url.as_deref()).await
+            {
                 Ok(s) => s,
                 Err(e) => {
                     eprintln!("preloadd: {e}");

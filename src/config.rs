@@ -266,9 +266,9 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 
 /// Parses an RFC 3339 time with offset into unix milliseconds.
 pub fn parse_time(text: &str) -> Result<i64, String> {
-    chrono::DateTime::parse_from_rfc3339(text.trim())
-        .map(|t| t.timestamp_millis())
-        .map_err(|e| format!("invalid time `{text}`: {e} (expected RFC 3339 with offset, e.g. 2024-05-31T17:10:48.849+08:00)"))
+    chrono::DateTime::parse_from_rfc3339(text.trim()).map(|t| t.timestamp_millis()).map_err(|e| {
+        format!("invalid time `{text}`: {e} (expected RFC 3339 with offset, e.g. 2024-05-31T17:10:48.849+08:00)")
+    })
 }
 
 // ---- loading ----------------------------------------------------------------------------------
@@ -300,7 +300,12 @@ pub fn load(path: &Path, overrides: &Overrides) -> Result<Config, ConfigError> {
     let text = String::from_utf8(bytes).map_err(|e| {
         let offset = e.utf8_error().valid_up_to();
         let line = 1 + e.as_bytes()[..offset].iter().filter(|&&b| b == b'\n').count();
-        ConfigError { file: path.to_path_buf(), line, key: String::new(), message: "the file is not valid UTF-8".into() }
+        ConfigError {
+            file: path.to_path_buf(),
+            line,
+            key: String::new(),
+            message: "the file is not valid UTF-8".into(),
+        }
     })?;
     parse(path, &text, overrides)
 }
@@ -417,7 +422,13 @@ impl Validator<'_> {
             Some(s) => match s.get_ref().as_str() {
                 "auto" | "text" => LogFormat::Auto,
                 "json" => LogFormat::Json,
-                other => return Err(self.err(s, "log_format", format!("unknown log format `{other}` (expected auto, text or json)"))),
+                other => {
+                    return Err(self.err(
+                        s,
+                        "log_format",
+                        format!("unknown log format `{other}` (expected auto, text or json)"),
+                    ))
+                }
             },
         };
         let shutdown_timeout = match &d.shutdown_timeout {
@@ -458,19 +469,35 @@ impl Validator<'_> {
             }
             None => match default_endpoint(kind) {
                 Some(d) => d.to_string(),
-                None => return Err(self.err(&v.kind, "endpoint", format!("vendor `{name}` of kind {kind} needs an endpoint"))),
+                None => {
+                    return Err(self.err(
+                        &v.kind,
+                        "endpoint",
+                        format!("vendor `{name}` of kind {kind} needs an endpoint"),
+                    ))
+                }
             },
         };
         let secret = match (&v.access_key_secret_file, &v.access_key_secret_env, &v.token_file) {
             (Some(f), None, None) => self.read_secret(f, "access_key_secret_file")?,
             (None, Some(e), None) => match std::env::var(e.get_ref()) {
                 Ok(s) if !s.is_empty() => Secret(s),
-                _ => return Err(self.err(e, "access_key_secret_env", format!("environment variable `{}` is not set", e.get_ref()))),
+                _ => {
+                    return Err(self.err(
+                        e,
+                        "access_key_secret_env",
+                        format!("environment variable `{}` is not set", e.get_ref()),
+                    ))
+                }
             },
             (None, None, Some(f)) => self.read_secret(f, "token_file")?,
             (None, None, None) => Secret::default(),
             (Some(f), _, _) | (None, Some(_), Some(f)) => {
-                return Err(self.err(f, "access_key_secret_file", "give only one of access_key_secret_file, access_key_secret_env, token_file"))
+                return Err(self.err(
+                    f,
+                    "access_key_secret_file",
+                    "give only one of access_key_secret_file, access_key_secret_env, token_file",
+                ))
             }
         };
         let needs_keys = !matches!(kind, VendorKind::Webhook | VendorKind::HttpWarm);
@@ -486,11 +513,14 @@ impl Validator<'_> {
             }
         };
         let requests_per_second = positive(&v.requests_per_second, "requests_per_second", rps)?;
-        let status_requests_per_second = positive(&v.status_requests_per_second, "status_requests_per_second", status_rps)?;
+        let status_requests_per_second =
+            positive(&v.status_requests_per_second, "status_requests_per_second", status_rps)?;
         let max_urls_per_request = positive(&v.max_urls_per_request, "max_urls_per_request", max_urls)?;
         let concurrency = positive(&v.concurrency, "concurrency", 4)?;
         let daily_quota = match &v.daily_quota {
-            Some(q) if *q.get_ref() == 0 => return Err(self.err(q, "daily_quota", "must be at least 1 (leave it out for no quota)")),
+            Some(q) if *q.get_ref() == 0 => {
+                return Err(self.err(q, "daily_quota", "must be at least 1 (leave it out for no quota)"))
+            }
             Some(q) => Some(*q.get_ref()),
             None => quota,
         };
@@ -506,7 +536,11 @@ impl Validator<'_> {
         };
         if let Some(sig) = &v.signature {
             if kind != VendorKind::AliyunCdn || !matches!(sig.get_ref().as_str(), "acs3" | "rpc_sha1") {
-                return Err(self.err(sig, "signature", "`signature` is `acs3` or `rpc_sha1`, for kind aliyun_cdn only"));
+                return Err(self.err(
+                    sig,
+                    "signature",
+                    "`signature` is `acs3` or `rpc_sha1`, for kind aliyun_cdn only",
+                ));
             }
         }
         if kind == VendorKind::AliyunEsa && v.site_id.is_none() {
@@ -542,7 +576,8 @@ impl Validator<'_> {
         if name.is_empty() {
             return Err(self.err(&j.name, "name", "a job name must not be empty"));
         }
-        let task_type: TaskType = j.task_type.get_ref().parse().map_err(|m: String| self.err(&j.task_type, "task_type", m))?;
+        let task_type: TaskType =
+            j.task_type.get_ref().parse().map_err(|m: String| self.err(&j.task_type, "task_type", m))?;
         if j.vendors.get_ref().is_empty() {
             return Err(self.err(&j.vendors, "vendors", format!("job `{name}` names no vendor")));
         }
@@ -552,7 +587,11 @@ impl Validator<'_> {
                 return Err(self.err(v, "vendors", format!("job `{name}` names unknown vendor `{}`", v.get_ref())));
             };
             if !supports(vc.kind, task_type) {
-                return Err(self.err(v, "vendors", format!("vendor `{}` (kind {}) cannot do {task_type}", vc.name, vc.kind)));
+                return Err(self.err(
+                    v,
+                    "vendors",
+                    format!("vendor `{}` (kind {}) cannot do {task_type}", vc.name, vc.kind),
+                ));
             }
             if names.contains(v.get_ref()) {
                 return Err(self.err(v, "vendors", format!("vendor `{}` is named twice", v.get_ref())));
@@ -573,9 +612,20 @@ impl Validator<'_> {
             sources.push((u.span().start, UrlSource::Sitemap(u.get_ref().clone())));
         }
         let source = match sources.len() {
-            0 => return Err(self.err(&j.name, "urls", format!("job `{name}` has no URL list: give urls, urls_file, urls_url or sitemap_url"))),
+            0 => {
+                return Err(self.err(
+                    &j.name,
+                    "urls",
+                    format!("job `{name}` has no URL list: give urls, urls_file, urls_url or sitemap_url"),
+                ))
+            }
             1 => sources.pop().expect("one").1,
-            _ => return Err(self.err_at(sources[1].0, format!("job `{name}` has more than one URL list; give only one of urls, urls_file, urls_url, sitemap_url"))),
+            _ => return Err(self.err_at(
+                sources[1].0,
+                format!(
+                    "job `{name}` has more than one URL list; give only one of urls, urls_file, urls_url, sitemap_url"
+                ),
+            )),
         };
         if let UrlSource::File(p) = &source {
             if let Err(e) = std::fs::File::open(p) {
@@ -590,7 +640,8 @@ impl Validator<'_> {
         let mut plans: Vec<PlanSpec> = Vec::new();
         for p in &j.plan {
             let p = p.get_ref();
-            let start_time = parse_time(p.start_time.get_ref()).map_err(|m| self.err(&p.start_time, "start_time", m))?;
+            let start_time =
+                parse_time(p.start_time.get_ref()).map_err(|m| self.err(&p.start_time, "start_time", m))?;
             let end_time = parse_time(p.end_time.get_ref()).map_err(|m| self.err(&p.end_time, "end_time", m))?;
             if end_time <= start_time {
                 return Err(self.err(&p.end_time, "end_time", "end_time must be later than start_time"));
@@ -605,10 +656,15 @@ impl Validator<'_> {
             }
             let spec = PlanSpec { start_time, end_time, interval_ms: interval.as_millis() as i64, slice_len };
             if let Some(other) = plans.iter().find(|o| o.start_time < spec.end_time && spec.start_time < o.end_time) {
-                return Err(self.err(&p.start_time, "start_time", format!(
-                    "this plan's window overlaps another plan of job `{name}` ({} to {})",
-                    crate::clock::rfc3339(other.start_time), crate::clock::rfc3339(other.end_time)
-                )));
+                return Err(self.err(
+                    &p.start_time,
+                    "start_time",
+                    format!(
+                        "this plan's window overlaps another plan of job `{name}` ({} to {})",
+                        crate::clock::rfc3339(other.start_time),
+                        crate::clock::rfc3339(other.end_time)
+                    ),
+                ));
             }
             plans.push(spec);
         }
@@ -683,7 +739,9 @@ slice_len = 100
         assert_eq!((e.line, e.key.as_str()), (19, "interval"), "{e}");
         let e = parse_str(&GOOD.replace("slice_len = 100", "slice_len = 0")).unwrap_err();
         assert_eq!(e.key, "slice_len");
-        let e = parse_str(&format!("{GOOD}\n[[vendor]]\nname = \"hook\"\nkind = \"webhook\"\nendpoint = \"http://x\"\n")).unwrap_err();
+        let e =
+            parse_str(&format!("{GOOD}\n[[vendor]]\nname = \"hook\"\nkind = \"webhook\"\nendpoint = \"http://x\"\n"))
+                .unwrap_err();
         assert!(e.message.contains("duplicate vendor"), "{e}");
         let e = parse_str(&GOOD.replace("interval = \"90s\"", "interval = \"soon\"")).unwrap_err();
         assert_eq!(e.key, "interval");

@@ -28,7 +28,12 @@ impl Default for ServeOptions {
 }
 
 /// Runs the daemon on an already bound listener until `shutdown` resolves.
-pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Output = ()> + Send + 'static, opts: ServeOptions) -> anyhow::Result<()> {
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    opts: ServeOptions,
+) -> anyhow::Result<()> {
     let store = Store::open(&config.daemon.state_dir, config.daemon.database_url.as_deref())
         .await
         .context("opening the state database")?;

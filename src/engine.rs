@@ -69,7 +69,13 @@ impl Drop for BusyGuard<'_> {
 }
 
 impl Engine {
-    pub fn new(store: Store, vendors: Vendors, clock: SharedClock, settings: EngineSettings, cancel: CancellationToken) -> Arc<Self> {
+    pub fn new(
+        store: Store,
+        vendors: Vendors,
+        clock: SharedClock,
+        settings: EngineSettings,
+        cancel: CancellationToken,
+    ) -> Arc<Self> {
         Arc::new(Engine {
             store,
             vendors: RwLock::new(Arc::new(vendors)),
@@ -147,7 +153,14 @@ impl Engine {
         let mut started = Vec::new();
         for plan in self.store.due_plans(now).await? {
             if let Some(s) = self.store.take_slice(plan, now).await? {
-                info!(plan, slice = s.slice.id, k = s.slice.k, urls = s.slice.url_count, late_ms = now - s.slice.due_at, "slice taken");
+                info!(
+                    plan,
+                    slice = s.slice.id,
+                    k = s.slice.k,
+                    urls = s.slice.url_count,
+                    late_ms = now - s.slice.due_at,
+                    "slice taken"
+                );
                 started.extend(s.subtask_ids);
             } else {
                 debug!(plan, "plan has nothing left to send");
@@ -178,13 +191,20 @@ impl Engine {
         }
     }
 
-    async fn accept(&self, account: &VendorAccount, work: &SubtaskWork, n: usize, task_ids: &[String]) -> Result<bool, StoreError> {
+    async fn accept(
+        &self,
+        account: &VendorAccount,
+        work: &SubtaskWork,
+        n: usize,
+        task_ids: &[String],
+    ) -> Result<bool, StoreError> {
         let now = self.now();
         let caps = account.api.capabilities();
         let first_poll = caps.task_status.then_some(now + self.settings.poll_first_ms);
         // A webhook's 2xx is its success by definition; a cloud vendor without a status API
         // leaves the outcome unknown, never "done".
-        let outcome = if account.config.kind == crate::model::VendorKind::Webhook { UrlStatus::Done } else { UrlStatus::Unknown };
+        let outcome =
+            if account.config.kind == crate::model::VendorKind::Webhook { UrlStatus::Done } else { UrlStatus::Unknown };
         self.store.record_accepted(work.subtask.id, n as i64, task_ids, now, first_poll, outcome).await
     }
 
@@ -256,7 +276,10 @@ impl Engine {
                     ErrorClass::Quota => {
                         let until = crate::quota::next_vendor_day(self.now());
                         warn!(code = %e.code, until = %crate::clock::rfc3339(until), "daily quota spent; waiting for the reset");
-                        return self.store.defer_subtask(id, Some(until), &format!("quota: {}", e.code), self.now()).await;
+                        return self
+                            .store
+                            .defer_subtask(id, Some(until), &format!("quota: {}", e.code), self.now())
+                            .await;
                     }
                     _ => {
                         warn!(code = %e.code, message = %e.message, "vendor call failed for good");
@@ -405,12 +428,7 @@ impl Engine {
 
 /// The URLs of the subtask's next vendor request.
 fn next_chunk(work: &SubtaskWork, per_request: usize) -> Vec<String> {
-    work.urls
-        .iter()
-        .skip(work.subtask.urls_sent as usize)
-        .take(per_request.max(1))
-        .map(|(_, u)| u.clone())
-        .collect()
+    work.urls.iter().skip(work.subtask.urls_sent as usize).take(per_request.max(1)).map(|(_, u)| u.clone()).collect()
 }
 
 /// Errors after which the vendor may or may not have the request.

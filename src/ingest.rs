@@ -41,7 +41,11 @@ pub struct IngestReport {
 const BATCH: usize = 2_000;
 
 /// Streams a list into job `job_id` inside `tx`.
-pub async fn stream_into<R: AsyncBufRead + Unpin>(tx: &mut Tx, job_id: i64, reader: R) -> Result<IngestReport, IngestError> {
+pub async fn stream_into<R: AsyncBufRead + Unpin>(
+    tx: &mut Tx,
+    job_id: i64,
+    reader: R,
+) -> Result<IngestReport, IngestError> {
     let mut list = ListReader::new(reader);
     let mut report = IngestReport::default();
     let mut hasher = Sha256::new();
@@ -96,7 +100,12 @@ pub async fn open_source(source: &UrlSource) -> Result<Box<dyn AsyncBufRead + Un
 
 /// Creates a job with its whole list in one transaction. No valid URL: nothing is written and
 /// the error is [`IngestError::MissingUrlList`].
-pub async fn create_job<R: AsyncBufRead + Unpin>(store: &Store, new: &NewJob, reader: R, now: i64) -> Result<(i64, IngestReport), IngestError> {
+pub async fn create_job<R: AsyncBufRead + Unpin>(
+    store: &Store,
+    new: &NewJob,
+    reader: R,
+    now: i64,
+) -> Result<(i64, IngestReport), IngestError> {
     let mut tx = store.write().await?;
     let id = store::insert_job(&mut tx, new, now).await?;
     let report = stream_into(&mut tx, id, reader).await?;
@@ -113,7 +122,9 @@ pub async fn create_job<R: AsyncBufRead + Unpin>(store: &Store, new: &NewJob, re
 pub async fn apply_config_jobs(store: &Store, jobs: &[JobConfig], now: i64) -> Result<(), IngestError> {
     for jc in jobs {
         apply_one(store, jc, now).await.map_err(|e| match e {
-            IngestError::MissingUrlList(r) => IngestError::Source(format!("job `{}`: {}", jc.name, IngestError::MissingUrlList(r))),
+            IngestError::MissingUrlList(r) => {
+                IngestError::Source(format!("job `{}`: {}", jc.name, IngestError::MissingUrlList(r)))
+            }
             other => IngestError::Source(format!("job `{}`: {other}", jc.name)),
         })?;
     }
@@ -142,9 +153,18 @@ async fn apply_one(store: &Store, jc: &JobConfig, now: i64) -> Result<(), Ingest
         }
         Some((id, digest, source)) => {
             if source != JobSource::Config.as_str() {
-                return Err(IngestError::Source(format!("a job named `{}` was created through the API; rename one of them", jc.name)));
+                return Err(IngestError::Source(format!(
+                    "a job named `{}` was created through the API; rename one of them",
+                    jc.name
+                )));
             }
-            store::update_job(&mut tx, id, &store::JobUpdate { task_type: jc.task_type, vendors: jc.vendors.clone(), catch_up: jc.catch_up }, now).await?;
+            store::update_job(
+                &mut tx,
+                id,
+                &store::JobUpdate { task_type: jc.task_type, vendors: jc.vendors.clone(), catch_up: jc.catch_up },
+                now,
+            )
+            .await?;
             // Read the list in a scratch job to learn its digest without disturbing the live one.
             let digest_now = list_digest(&jc.source).await?;
             if digest_now != digest {

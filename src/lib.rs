@@ -21,6 +21,7 @@ pub mod ingest;
 pub mod logging;
 pub mod model;
 pub mod quota;
+pub mod sign;
 pub mod store;
 pub mod summary;
 pub mod urls;

@@ -14,11 +14,7 @@ pub fn next_vendor_day(now_ms: i64) -> i64 {
     let local = crate::clock::to_datetime(now_ms).with_timezone(&Shanghai);
     let tomorrow = local.date_naive() + Duration::days(1);
     let midnight = tomorrow.and_hms_opt(0, 0, 0).expect("midnight exists");
-    Shanghai
-        .from_local_datetime(&midnight)
-        .earliest()
-        .map(|t| t.timestamp_millis())
-        .unwrap_or(now_ms + 86_400_000)
+    Shanghai.from_local_datetime(&midnight).earliest().map(|t| t.timestamp_millis()).unwrap_or(now_ms + 86_400_000)
 }
 
 #[cfg(test)]

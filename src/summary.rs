@@ -11,14 +11,24 @@ pub async fn render(cfg: &Config) -> Result<String, String> {
     let mut out = String::new();
     let _ = writeln!(out, "configuration {} is valid", cfg.path.display());
     let _ = writeln!(out, "state_dir: {}", cfg.daemon.state_dir.display());
-    let _ = writeln!(out, "api: {}{}", cfg.api.listen, if cfg.api.token.is_some() { " (token set)" } else { " (no token)" });
+    let _ = writeln!(
+        out,
+        "api: {}{}",
+        cfg.api.listen,
+        if cfg.api.token.is_some() { " (token set)" } else { " (no token)" }
+    );
     let _ = writeln!(out, "vendors ({}):", cfg.vendors.len());
     for v in &cfg.vendors {
         let quota = v.daily_quota.map(|q| format!("{q} URLs/day")).unwrap_or_else(|| "no daily quota".into());
         let _ = writeln!(
             out,
             "  {:<16} {:<15} {}  {} req/s, {} URLs/request, {}",
-            v.name, v.kind.as_str(), v.endpoint, v.requests_per_second, v.max_urls_per_request, quota
+            v.name,
+            v.kind.as_str(),
+            v.endpoint,
+            v.requests_per_second,
+            v.max_urls_per_request,
+            quota
         );
     }
     let _ = writeln!(out, "jobs ({}):", cfg.jobs.len());
@@ -33,16 +43,29 @@ pub async fn render(cfg: &Config) -> Result<String, String> {
         match ingest::scan(&j.source).await {
             Ok(r) => {
                 if r.valid == 0 {
-                    return Err(format!("job `{}`: MissingUrlList: the list has no valid URL ({} lines rejected)\n{}", j.name, r.rejected.count, r.rejected.render()));
+                    return Err(format!(
+                        "job `{}`: MissingUrlList: the list has no valid URL ({} lines rejected)\n{}",
+                        j.name,
+                        r.rejected.count,
+                        r.rejected.render()
+                    ));
                 }
-                let _ = writeln!(out, "    {} URLs ({} lines rejected; duplicates are dropped at load)", r.valid, r.rejected.count);
+                let _ = writeln!(
+                    out,
+                    "    {} URLs ({} lines rejected; duplicates are dropped at load)",
+                    r.valid, r.rejected.count
+                );
                 for line in r.rejected.render().lines() {
                     let _ = writeln!(out, "      rejected {line}");
                 }
                 for p in &j.plans {
                     let slices = ((p.end_time - p.start_time) + p.interval_ms - 1) / p.interval_ms;
                     let capacity = slices * p.slice_len;
-                    let fits = if capacity as u64 >= r.valid { "the window fits the list" } else { "the window closes before the list ends" };
+                    let fits = if capacity as u64 >= r.valid {
+                        "the window fits the list"
+                    } else {
+                        "the window closes before the list ends"
+                    };
                     let _ = writeln!(
                         out,
                         "    plan {} to {}, every {}s, {} URLs a slice: up to {slices} slices, {capacity} URLs ({fits})",

@@ -33,10 +33,7 @@ pub fn validate(url: &str) -> Result<(), String> {
 
 /// The host of a valid URL, lower-cased, as vendors and the task filter `domain` see it.
 pub fn domain_of(url: &str) -> String {
-    url::Url::parse(url)
-        .ok()
-        .and_then(|u| u.host_str().map(str::to_ascii_lowercase))
-        .unwrap_or_default()
+    url::Url::parse(url).ok().and_then(|u| u.host_str().map(str::to_ascii_lowercase)).unwrap_or_default()
 }
 
 /// One line of a list, classified.
@@ -125,10 +122,7 @@ impl<R: AsyncBufRead + Unpin> ListReader<R> {
             };
             let line = self.line_no;
             if overlong {
-                return Ok(Some(Err(Rejection {
-                    line,
-                    reason: format!("longer than {MAX_URL_BYTES} bytes"),
-                })));
+                return Ok(Some(Err(Rejection { line, reason: format!("longer than {MAX_URL_BYTES} bytes") })));
             }
             match classify(&self.buf) {
                 Line::Skip => continue,

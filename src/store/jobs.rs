@@ -140,10 +140,8 @@ impl Store {
 
 /// Inserts a job row inside `tx`; a taken name is a [`StoreError::Conflict`].
 pub async fn insert_job(tx: &mut Tx, new: &NewJob, now: i64) -> Result<i64> {
-    let taken: Option<i64> = sqlx::query_scalar("SELECT id FROM jobs WHERE name = ?")
-        .bind(&new.name)
-        .fetch_optional(&mut **tx)
-        .await?;
+    let taken: Option<i64> =
+        sqlx::query_scalar("SELECT id FROM jobs WHERE name = ?").bind(&new.name).fetch_optional(&mut **tx).await?;
     if taken.is_some() {
         return Err(StoreError::Conflict(format!("a job named `{}` already exists", new.name)));
     }
@@ -168,10 +166,8 @@ pub async fn append_urls(conn: &mut SqliteConnection, job_id: i64, urls: &[Strin
     if urls.is_empty() {
         return Ok(0);
     }
-    let next_seq: i64 = sqlx::query_scalar("SELECT next_seq FROM jobs WHERE id = ?")
-        .bind(job_id)
-        .fetch_one(&mut *conn)
-        .await?;
+    let next_seq: i64 =
+        sqlx::query_scalar("SELECT next_seq FROM jobs WHERE id = ?").bind(job_id).fetch_one(&mut *conn).await?;
     let mut inserted = 0;
     for (chunk_no, chunk) in urls.chunks(URL_BATCH).enumerate() {
         let mut sql = String::with_capacity(40 + chunk.len() * 10);

@@ -31,6 +31,9 @@ pub enum StoreError {
     /// A rule of the data was broken (overlapping plans, a duplicate name...): the message says which.
     #[error("{0}")]
     Conflict(String),
+    /// `InvalidEndTime.Mismatch`: the end of a window is not after its start.
+    #[error("the end time is earlier than the start time")]
+    EndBeforeStart,
     #[error("the state directory {path} cannot be used: {reason}")]
     StateDir { path: PathBuf, reason: String },
     #[error("database error: {0}")]

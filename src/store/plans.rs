@@ -56,10 +56,8 @@ pub(super) fn plan_from_row(r: &sqlx::sqlite::SqliteRow) -> Plan {
 }
 
 pub(super) async fn plan_in(tx: &mut Tx, id: i64) -> Result<Plan> {
-    let row = sqlx::query(&format!("SELECT {PLAN_COLS} FROM plans WHERE id = ?"))
-        .bind(id)
-        .fetch_optional(&mut **tx)
-        .await?;
+    let row =
+        sqlx::query(&format!("SELECT {PLAN_COLS} FROM plans WHERE id = ?")).bind(id).fetch_optional(&mut **tx).await?;
     found(row.as_ref().map(plan_from_row))
 }
 
@@ -87,6 +85,9 @@ async fn check_overlap(tx: &mut Tx, job_id: i64, start: i64, end: i64, except: O
 
 /// Inserts a plan inside `tx`, refusing overlaps with the job's open plans.
 pub async fn insert_plan(tx: &mut Tx, job_id: i64, spec: &PlanSpec, source: &str, now: i64) -> Result<Plan> {
+    if spec.end_time <= spec.start_time {
+        return Err(StoreError::EndBeforeStart);
+    }
     check_overlap(tx, job_id, spec.start_time, spec.end_time, None).await?;
     let id = sqlx::query(
         "INSERT INTO plans (job_id, start_time, end_time, interval_ms, slice_len, status, source, created_at, updated_at) \
@@ -125,10 +126,8 @@ impl Store {
 
     pub async fn create_plans(&self, job_id: i64, specs: &[PlanSpec], source: &str, now: i64) -> Result<Vec<Plan>> {
         let mut tx = self.write().await?;
-        let exists: Option<i64> = sqlx::query_scalar("SELECT id FROM jobs WHERE id = ?")
-            .bind(job_id)
-            .fetch_optional(&mut *tx)
-            .await?;
+        let exists: Option<i64> =
+            sqlx::query_scalar("SELECT id FROM jobs WHERE id = ?").bind(job_id).fetch_optional(&mut *tx).await?;
         found(exists)?;
         let mut out = Vec::new();
         for spec in specs {
@@ -151,6 +150,12 @@ impl Store {
         let end = change.end_time.unwrap_or(plan.end_time);
         let interval = change.interval_ms.unwrap_or(plan.interval_ms);
         let slice_len = change.slice_len.unwrap_or(plan.slice_len);
+        if end <= start {
+            return Err(StoreError::EndBeforeStart);
+        }
+        if interval <= 0 || slice_len <= 0 {
+            return Err(StoreError::Conflict("interval and slice_len must be at least 1".into()));
+        }
         check_overlap(&mut tx, plan.job_id, start, end, Some(id)).await?;
         let last_sent: Option<i64> = sqlx::query_scalar("SELECT MAX(created_at) FROM slices WHERE plan_id = ?")
             .bind(id)
@@ -191,7 +196,10 @@ impl Store {
         let mut tx = self.write().await?;
         let plan = plan_in(&mut tx, id).await?;
         if !matches!(plan.status, PlanStatus::Running | PlanStatus::Waiting) {
-            return Err(StoreError::Conflict(format!("plan {id} is {}; only a waiting or running plan can be stopped", plan.status)));
+            return Err(StoreError::Conflict(format!(
+                "plan {id} is {}; only a waiting or running plan can be stopped",
+                plan.status
+            )));
         }
         sqlx::query("UPDATE plans SET status = 'stopped', next_due = NULL, updated_at = ? WHERE id = ?")
             .bind(now)
@@ -208,7 +216,10 @@ impl Store {
         let mut tx = self.write().await?;
         let plan = plan_in(&mut tx, id).await?;
         if plan.status != PlanStatus::Stopped {
-            return Err(StoreError::Conflict(format!("plan {id} is {}; only a stopped plan can be started", plan.status)));
+            return Err(StoreError::Conflict(format!(
+                "plan {id} is {}; only a stopped plan can be started",
+                plan.status
+            )));
         }
         let last_sent: Option<i64> = sqlx::query_scalar("SELECT MAX(created_at) FROM slices WHERE plan_id = ?")
             .bind(id)
@@ -237,12 +248,15 @@ impl Store {
     pub async fn delete_plan(&self, id: i64) -> Result<()> {
         let mut tx = self.write().await?;
         plan_in(&mut tx, id).await?;
-        let inflight: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM slices WHERE plan_id = ? AND status IN ('pending', 'submitting')")
-            .bind(id)
-            .fetch_one(&mut *tx)
-            .await?;
+        let inflight: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM slices WHERE plan_id = ? AND status IN ('pending', 'submitting')")
+                .bind(id)
+                .fetch_one(&mut *tx)
+                .await?;
         if inflight > 0 {
-            return Err(StoreError::Conflict(format!("plan {id} has a slice in flight; stop it and retry when it is recorded")));
+            return Err(StoreError::Conflict(format!(
+                "plan {id} has a slice in flight; stop it and retry when it is recorded"
+            )));
         }
         sqlx::query("DELETE FROM plans WHERE id = ?").bind(id).execute(&mut *tx).await?;
         tx.commit().await?;
@@ -259,7 +273,10 @@ pub async fn sync_config_plans(tx: &mut Tx, job_id: i64, specs: &[PlanSpec], now
         .await?;
     let existing: Vec<Plan> = rows.iter().map(plan_from_row).collect();
     let same = |p: &Plan, s: &PlanSpec| {
-        p.start_time == s.start_time && p.end_time == s.end_time && p.interval_ms == s.interval_ms && p.slice_len == s.slice_len
+        p.start_time == s.start_time
+            && p.end_time == s.end_time
+            && p.interval_ms == s.interval_ms
+            && p.slice_len == s.slice_len
     };
     for p in existing.iter().filter(|p| p.status == PlanStatus::Waiting && !specs.iter().any(|s| same(p, s))) {
         sqlx::query("DELETE FROM plans WHERE id = ?").bind(p.id).execute(&mut **tx).await?;

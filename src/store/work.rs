@@ -75,7 +75,8 @@ pub struct UrlOutcome {
 
 const SLICE_COLS: &str =
     "id, plan_id, job_id, k, due_at, first_seq, last_seq, url_count, status, created_at, recorded_at, done_at";
-const SUBTASK_COLS: &str = "id, slice_id, vendor, status, urls_sent, vendor_task_ids, attempts, error_code, error_message, \
+const SUBTASK_COLS: &str =
+    "id, slice_id, vendor, status, urls_sent, vendor_task_ids, attempts, error_code, error_message, \
      submitting_at, submitted_at, done_at, next_poll_at, wait_until, wait_reason";
 
 fn status_of(s: String) -> SubmitStatus {
@@ -206,12 +207,11 @@ impl Store {
         let Some(due) = plan.next_due.filter(|d| *d <= now && plan.status == PlanStatus::Running) else {
             return Ok(None);
         };
-        let inflight: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM slices WHERE job_id = ? AND status IN ('pending', 'submitting')",
-        )
-        .bind(plan.job_id)
-        .fetch_one(&mut *tx)
-        .await?;
+        let inflight: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM slices WHERE job_id = ? AND status IN ('pending', 'submitting')")
+                .bind(plan.job_id)
+                .fetch_one(&mut *tx)
+                .await?;
         if inflight > 0 {
             return Ok(None);
         }
@@ -385,13 +385,7 @@ impl Store {
             .iter()
             .map(|r| (r.get(0), r.get(1)))
             .collect();
-        Ok(SubtaskWork {
-            subtask,
-            slice,
-            job_name,
-            task_type: task_type.parse().unwrap_or(TaskType::Preload),
-            urls,
-        })
+        Ok(SubtaskWork { subtask, slice, job_name, task_type: task_type.parse().unwrap_or(TaskType::Preload), urls })
     }
 
     /// Step 1 of a vendor request: `submitting`, committed before the call goes out.
@@ -494,11 +488,13 @@ impl Store {
         .bind(id)
         .execute(&mut *tx)
         .await?;
-        sqlx::query("UPDATE url_outcomes SET status = 'failed', detail = ? WHERE subtask_id = ? AND status = 'pending'")
-            .bind(code)
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "UPDATE url_outcomes SET status = 'failed', detail = ? WHERE subtask_id = ? AND status = 'pending'",
+        )
+        .bind(code)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
         let slice_id = subtask_in(&mut tx, id).await?.slice_id;
         refresh_slice(&mut tx, slice_id, now).await?;
         tx.commit().await?;
@@ -507,7 +503,13 @@ impl Store {
 
     /// Records per-URL outcomes from a status poll; the subtask is `done` once no URL is pending,
     /// else polled again at `next_poll`.
-    pub async fn record_poll(&self, id: i64, outcomes: &[(i64, UrlStatus, String)], next_poll: i64, now: i64) -> Result<bool> {
+    pub async fn record_poll(
+        &self,
+        id: i64,
+        outcomes: &[(i64, UrlStatus, String)],
+        next_poll: i64,
+        now: i64,
+    ) -> Result<bool> {
         let mut tx = self.write().await?;
         for (seq, status, detail) in outcomes {
             sqlx::query("UPDATE url_outcomes SET status = ?, detail = ? WHERE subtask_id = ? AND seq = ?")
@@ -518,10 +520,11 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
         }
-        let pending: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM url_outcomes WHERE subtask_id = ? AND status = 'pending'")
-            .bind(id)
-            .fetch_one(&mut *tx)
-            .await?;
+        let pending: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM url_outcomes WHERE subtask_id = ? AND status = 'pending'")
+                .bind(id)
+                .fetch_one(&mut *tx)
+                .await?;
         let done = pending == 0;
         sqlx::query(
             "UPDATE subtasks SET status = CASE WHEN ? THEN 'done' ELSE status END, \
@@ -572,20 +575,23 @@ async fn slice_in(tx: &mut Tx, id: i64) -> Result<Slice> {
 }
 
 async fn finish_plan(tx: &mut Tx, plan_id: i64, now: i64) -> Result<()> {
-    sqlx::query("UPDATE plans SET status = 'finished', next_due = NULL, updated_at = ? WHERE id = ? AND status = 'running'")
-        .bind(now)
-        .bind(plan_id)
-        .execute(&mut **tx)
-        .await?;
+    sqlx::query(
+        "UPDATE plans SET status = 'finished', next_due = NULL, updated_at = ? WHERE id = ? AND status = 'running'",
+    )
+    .bind(now)
+    .bind(plan_id)
+    .execute(&mut **tx)
+    .await?;
     Ok(())
 }
 
 /// Derives a slice's status from its subtasks, and fails the plan when every vendor failed it.
 async fn refresh_slice(tx: &mut Tx, slice_id: i64, now: i64) -> Result<()> {
-    let rows: Vec<(String, i64)> = sqlx::query_as("SELECT status, COUNT(*) FROM subtasks WHERE slice_id = ? GROUP BY status")
-        .bind(slice_id)
-        .fetch_all(&mut **tx)
-        .await?;
+    let rows: Vec<(String, i64)> =
+        sqlx::query_as("SELECT status, COUNT(*) FROM subtasks WHERE slice_id = ? GROUP BY status")
+            .bind(slice_id)
+            .fetch_all(&mut **tx)
+            .await?;
     let count = |s: SubmitStatus| rows.iter().find(|(k, _)| k == s.as_str()).map_or(0, |(_, n)| *n);
     let total: i64 = rows.iter().map(|(_, n)| n).sum();
     let status = if count(SubmitStatus::Submitting) > 0 {
@@ -620,11 +626,7 @@ async fn refresh_slice(tx: &mut Tx, slice_id: i64, now: i64) -> Result<()> {
                 .bind(slice_id)
                 .fetch_all(&mut **tx)
                 .await?;
-        let info = errors
-            .iter()
-            .map(|(v, c, m)| format!("{v}: {c}: {m}"))
-            .collect::<Vec<_>>()
-            .join("; ");
+        let info = errors.iter().map(|(v, c, m)| format!("{v}: {c}: {m}")).collect::<Vec<_>>().join("; ");
         sqlx::query(
             "UPDATE plans SET status = 'failed', error_info = ?, next_due = NULL, updated_at = ? \
              WHERE id = ? AND status IN ('running', 'waiting', 'stopped', 'finished')",

@@ -222,14 +222,24 @@ impl VendorAccount {
         r
     }
 
-    pub async fn task_status(&self, t: TaskType, ids: &[String], urls: &[String]) -> Result<Vec<UrlReport>, VendorError> {
+    pub async fn task_status(
+        &self,
+        t: TaskType,
+        ids: &[String],
+        urls: &[String],
+    ) -> Result<Vec<UrlReport>, VendorError> {
         let _permit = self.admit(&self.status_limiter).await;
         let r = self.with_timeout(self.api.task_status(t, ids, urls)).await;
         self.count(&r);
         r
     }
 
-    pub async fn find_submitted(&self, t: TaskType, urls: &[String], since: i64) -> Result<Option<Vec<String>>, VendorError> {
+    pub async fn find_submitted(
+        &self,
+        t: TaskType,
+        urls: &[String],
+        since: i64,
+    ) -> Result<Option<Vec<String>>, VendorError> {
         if !self.api.capabilities().task_list {
             return Ok(None);
         }

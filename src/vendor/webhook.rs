@@ -25,7 +25,14 @@ struct Reply {
 
 impl VendorApi for Webhook {
     fn capabilities(&self) -> Capabilities {
-        Capabilities { preload: true, refresh_file: true, refresh_dir: true, task_status: false, quota: false, task_list: false }
+        Capabilities {
+            preload: true,
+            refresh_file: true,
+            refresh_dir: true,
+            task_status: false,
+            quota: false,
+            task_list: false,
+        }
     }
 
     fn submit<'a>(&'a self, req: SubmitRequest<'a>) -> BoxFuture<'a, Result<Accepted, VendorError>> {
@@ -63,7 +70,8 @@ impl VendorApi for Webhook {
             } else {
                 ErrorClass::Fatal
             };
-            let mut e = VendorError::new(class, format!("HTTP{}", status.as_u16()), text.chars().take(200).collect::<String>());
+            let mut e =
+                VendorError::new(class, format!("HTTP{}", status.as_u16()), text.chars().take(200).collect::<String>());
             e.retry_after = after;
             Err(e)
         })

@@ -1,0 +1,130 @@
+//! `preloadd check-config` on good and bad configs: exit codes and messages naming file, line
+//! and key; and `serve` refusing a bad config without writing anything.
+
+use std::path::Path;
+use std::process::Command;
+
+const BIN: &str = env!("CARGO_BIN_EXE_preloadd");
+
+fn good(dir: &Path) -> String {
+    std::fs::write(dir.join("list.txt"), "# list\nhttps://a.example/1.js\r\nhttps://a.example/2.js\nnot a url\n")
+        .unwrap();
+    std::fs::write(dir.join("secret"), "s3cr3t-value\n").unwrap();
+    format!(
+        r#"[daemon]
+state_dir = "{state}"
+
+[api]
+listen = "127.0.0.1:0"
+
+[[vendor]]
+name = "hook"
+kind = "webhook"
+endpoint = "http://127.0.0.1:9/hook"
+token_file = "secret"
+
+[[job]]
+name = "home"
+task_type = "preload"
+vendors = ["hook"]
+urls_file = "list.txt"
+
+[[job.plan]]
+start_time = "2026-11-24T02:00:00+08:00"
+end_time = "2026-11-24T04:00:00+08:00"
+interval = 60
+slice_len = 100
+"#,
+        state = dir.join("state").display()
+    )
+}
+
+fn check(dir: &Path, text: &str) -> (i32, String, String) {
+    let path = dir.join("preloadd.toml");
+    std::fs::write(&path, text).unwrap();
+    let out = Command::new(BIN).args(["check-config", "--config"]).arg(&path).output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
+}
+
+#[test]
+fn a_good_config_prints_a_summary() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, out, err) = check(dir.path(), &good(dir.path()));
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("vendors (1)"), "{out}");
+    assert!(out.contains("hook"), "{out}");
+    assert!(out.contains("2 URLs (1 lines rejected"), "{out}");
+    assert!(out.contains("rejected line 4:"), "{out}");
+    assert!(out.contains("plan 2026-11-23T18:00:00.000Z"), "{out}");
+    assert!(!out.contains("s3cr3t"), "secrets are never printed");
+    assert!(!dir.path().join("state").exists(), "check-config writes nothing");
+}
+
+#[test]
+fn every_config_error_names_file_line_and_key_and_exits_78() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = good(dir.path());
+    let cases: Vec<(String, usize, &str)> = vec![
+        (base.replace("slice_len = 100", "slice_len = 100\ncolour = \"red\""), 24, "colour"),
+        (base.replace("vendors = [\"hook\"]", "vendors = [\"nope\"]"), 16, "vendors"),
+        (base.replace("end_time = \"2026-11-24T04", "end_time = \"2026-11-24T02"), 21, "end_time"),
+        (base.replace("interval = 60", "interval = 0"), 22, "interval"),
+        (base.replace("slice_len = 100", "slice_len = 0"), 23, "slice_len"),
+        (base.replace("token_file = \"secret\"", "token_file = \"missing-secret\""), 11, "token_file"),
+        (base.replace("interval = 60", "interval = \"sometimes\""), 22, "interval"),
+        (base.replace("start_time = \"2026-11-24T02:00:00+08:00\"", "start_time = \"tomorrow\""), 20, "start_time"),
+        (format!("{base}\n[[vendor]]\nname = \"hook\"\nkind = \"webhook\"\nendpoint = \"http://x\"\n"), 26, "name"),
+        (base.replace("kind = \"webhook\"", "kind = \"akamai\""), 9, "kind"),
+        (base.replace("task_type = \"preload\"", "task_type = \"warm\""), 15, "task_type"),
+        (base.replace("urls_file = \"list.txt\"", "urls_file = \"nowhere.txt\""), 17, "urls_file"),
+    ];
+    for (text, line, key) in cases {
+        let (code, _, err) = check(dir.path(), &text);
+        assert_eq!(code, 78, "{key}: {err}");
+        let want = format!("preloadd.toml:{line}: `{key}`");
+        assert!(err.contains(&want), "wanted {want:?} in {err:?}");
+    }
+    // Duplicate job names.
+    let dup = format!("{base}\n[[job]]\nname = \"home\"\ntask_type = \"preload\"\nvendors = [\"hook\"]\nurls = [\"https://a.example/x\"]\n");
+    let (code, _, err) = check(dir.path(), &dup);
+    assert_eq!(code, 78);
+    assert!(err.contains("duplicate job name `home`"), "{err}");
+    // A list with no valid URL is MissingUrlList.
+    std::fs::write(dir.path().join("list.txt"), "junk\nftp://x/y\n").unwrap();
+    let (code, _, err) = check(dir.path(), &base);
+    assert_eq!(code, 78);
+    assert!(err.contains("MissingUrlList"), "{err}");
+    // Not UTF-8.
+    std::fs::write(dir.path().join("preloadd.toml"), b"[daemon]\nstate_dir = \"\xff\"\n").unwrap();
+    let out =
+        Command::new(BIN).args(["check-config", "--config"]).arg(dir.path().join("preloadd.toml")).output().unwrap();
+    assert_eq!(out.status.code(), Some(78));
+    assert!(String::from_utf8_lossy(&out.stderr).contains(":2:"));
+    assert!(!dir.path().join("state").exists(), "nothing written");
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    let out = Command::new(BIN).arg("no-such-command").output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn serve_refuses_an_unwritable_state_dir_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("afile"), "x").unwrap();
+    let text = good(dir.path()).replace(
+        &dir.path().join("state").display().to_string(),
+        &dir.path().join("afile/state").display().to_string(),
+    );
+    let path = dir.path().join("preloadd.toml");
+    std::fs::write(&path, text).unwrap();
+    let out = Command::new(BIN).args(["serve", "--config"]).arg(&path).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("afile/state") && err.contains("cannot create it"), "{err}");
+}
