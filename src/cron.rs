@@ -25,8 +25,8 @@ use std::fmt;
 use std::str::FromStr;
 
 use chrono::{
-    DateTime, Datelike, Days, LocalResult, NaiveDate, NaiveDateTime, NaiveTime, Offset, TimeDelta,
-    TimeZone, Timelike, Utc,
+    DateTime, Datelike, Days, LocalResult, NaiveDate, NaiveDateTime, NaiveTime, Offset, TimeDelta, TimeZone, Timelike,
+    Utc,
 };
 use chrono_tz::Tz;
 
@@ -115,10 +115,7 @@ impl fmt::Display for CronError {
         match &self.kind {
             CronErrorKind::Empty => return f.write_str("empty cron expression"),
             CronErrorKind::FieldCount(n) => {
-                write!(
-                    f,
-                    "expected 5 or 6 fields ([sec] min hour day-of-month month day-of-week), found {n}"
-                )?;
+                write!(f, "expected 5 or 6 fields ([sec] min hour day-of-month month day-of-week), found {n}")?;
                 if *n == 7 {
                     f.write_str(" (a year field is not supported)")?;
                 }
@@ -141,9 +138,7 @@ impl fmt::Display for CronError {
                 write!(f, "bad step in `{token}`: must be a number from 1 to {max}")
             }
             CronErrorKind::ReversedRange => write!(f, "range `{token}` starts after it ends"),
-            CronErrorKind::QuestionMarkNotAllowed => {
-                f.write_str("`?` is only allowed in day-of-month or day-of-week")
-            }
+            CronErrorKind::QuestionMarkNotAllowed => f.write_str("`?` is only allowed in day-of-month or day-of-week"),
             CronErrorKind::QuestionMarkNotAlone => {
                 write!(f, "`?` must be the whole field, found `{token}`")
             }
@@ -179,9 +174,7 @@ impl FieldSpec {
     }
 }
 
-const MONTH_NAMES: &[&str] = &[
-    "JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC",
-];
+const MONTH_NAMES: &[&str] = &["JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC"];
 const DAY_NAMES: &[&str] = &["SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT"];
 
 const fn numeric(name: &'static str, min: u32, max: u32) -> FieldSpec {
@@ -200,16 +193,9 @@ const fn numeric(name: &'static str, min: u32, max: u32) -> FieldSpec {
 const SECOND: FieldSpec = numeric("second", 0, 59);
 const MINUTE: FieldSpec = numeric("minute", 0, 59);
 const HOUR: FieldSpec = numeric("hour", 0, 23);
-const DAY_OF_MONTH: FieldSpec = FieldSpec {
-    allows_question: true,
-    ..numeric("day-of-month", 1, 31)
-};
-const MONTH: FieldSpec = FieldSpec {
-    names: MONTH_NAMES,
-    names_label: "JAN-DEC",
-    first_name_value: 1,
-    ..numeric("month", 1, 12)
-};
+const DAY_OF_MONTH: FieldSpec = FieldSpec { allows_question: true, ..numeric("day-of-month", 1, 31) };
+const MONTH: FieldSpec =
+    FieldSpec { names: MONTH_NAMES, names_label: "JAN-DEC", first_name_value: 1, ..numeric("month", 1, 12) };
 const DAY_OF_WEEK: FieldSpec = FieldSpec {
     name: "day-of-week",
     min: 0,
@@ -253,9 +239,7 @@ impl Field {
 }
 
 fn range_bits(lo: u32, hi: u32, step: u32) -> u64 {
-    (lo..=hi.min(63))
-        .step_by(step.max(1) as usize)
-        .fold(0, |bits, v| bits | (1 << v))
+    (lo..=hi.min(63)).step_by(step.max(1) as usize).fold(0, |bits, v| bits | (1 << v))
 }
 
 /// A parsed cron rule. Build it with [`Schedule::parse`]; `Display` gives the normalised
@@ -279,13 +263,7 @@ impl Schedule {
             [] => return Err(CronError::new(None, expr, CronErrorKind::Empty)),
             &[min, hour, dom, month, dow] => ["0", min, hour, dom, month, dow],
             &[sec, min, hour, dom, month, dow] => [sec, min, hour, dom, month, dow],
-            other => {
-                return Err(CronError::new(
-                    None,
-                    expr,
-                    CronErrorKind::FieldCount(other.len()),
-                ))
-            }
+            other => return Err(CronError::new(None, expr, CronErrorKind::FieldCount(other.len()))),
         };
         Ok(Schedule {
             second: parse_field(sec, &SECOND)?,
@@ -301,16 +279,9 @@ impl Schedule {
     /// for DST handling). `None` if the rule cannot fire within the search horizon (~8 years).
     pub fn next_after(&self, after: DateTime<Utc>, tz: Tz) -> Option<DateTime<Utc>> {
         let start = local_of(tz, after)?.with_nanosecond(0)?;
-        let until = start
-            .date()
-            .checked_add_days(Days::new(HORIZON_DAYS))
-            .unwrap_or(NaiveDate::MAX);
+        let until = start.date().checked_add_days(Days::new(HORIZON_DAYS)).unwrap_or(NaiveDate::MAX);
         let first = self.next_first_occurrence(start, after, tz, until);
-        let repeat = if self.is_wildcard() {
-            self.next_repeat_in_overlap(start, after, tz, until)
-        } else {
-            None
-        };
+        let repeat = if self.is_wildcard() { self.next_repeat_in_overlap(start, after, tz, until) } else { None };
         match (first, repeat) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -356,11 +327,9 @@ impl Schedule {
                 LocalResult::Ambiguous(at, _) if at > after => return Some(at.to_utc()),
                 // `after` is in the repeated pass, so every first pass of this overlap is behind
                 // it: jump past the overlap rather than re-checking it second by second.
-                LocalResult::Ambiguous(earliest, latest) => {
-                    overlap_around(tz, earliest.to_utc(), latest.to_utc())
-                        .filter(|overlap| after >= overlap.transition)
-                        .map(|overlap| overlap.end)
-                }
+                LocalResult::Ambiguous(earliest, latest) => overlap_around(tz, earliest.to_utc(), latest.to_utc())
+                    .filter(|overlap| after >= overlap.transition)
+                    .map(|overlap| overlap.end),
                 LocalResult::None => match gap_end(tz, wall) {
                     Some(at) if at > after => return Some(at),
                     _ => None,
@@ -387,11 +356,8 @@ impl Schedule {
         };
         let overlap = overlap_around(tz, earliest.to_utc(), latest.to_utc())?;
         // Before the transition every repeat lies ahead; after it, only later wall times do.
-        let from = if after < overlap.transition {
-            overlap.start
-        } else {
-            start.checked_add_signed(TimeDelta::seconds(1))?
-        };
+        let from =
+            if after < overlap.transition { overlap.start } else { start.checked_add_signed(TimeDelta::seconds(1))? };
         let wall = self.next_wall_match(from, until)?;
         if wall >= overlap.end {
             return None;
@@ -425,9 +391,7 @@ impl Schedule {
     /// always does); if both are restricted, either one suffices.
     fn day_matches(&self, date: NaiveDate) -> bool {
         let dom = self.day_of_month.contains(date.day());
-        let dow = self
-            .day_of_week
-            .contains(date.weekday().num_days_from_sunday());
+        let dow = self.day_of_week.contains(date.weekday().num_days_from_sunday());
         if self.day_of_month.is_unrestricted() || self.day_of_week.is_unrestricted() {
             dom && dow
         } else {
@@ -465,14 +429,7 @@ impl FromStr for Schedule {
 
 impl fmt::Display for Schedule {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let fields = [
-            self.second,
-            self.minute,
-            self.hour,
-            self.day_of_month,
-            self.month,
-            self.day_of_week,
-        ];
+        let fields = [self.second, self.minute, self.hour, self.day_of_month, self.month, self.day_of_week];
         for (i, field) in fields.into_iter().enumerate() {
             if i > 0 {
                 f.write_str(" ")?;
@@ -519,10 +476,7 @@ fn parse_field(text: &str, spec: &FieldSpec) -> Result<Field, CronError> {
         if text != "?" {
             return Err(spec.error(text, CronErrorKind::QuestionMarkNotAlone));
         }
-        return Ok(Field {
-            bits: spec.star_bits(),
-            star_step: Some(1),
-        });
+        return Ok(Field { bits: spec.star_bits(), star_step: Some(1) });
     }
     let mut bits = 0;
     for item in text.split(',') {
@@ -532,10 +486,7 @@ fn parse_field(text: &str, spec: &FieldSpec) -> Result<Field, CronError> {
     if spec.max == 7 && bits & (1 << 7) != 0 {
         bits = (bits & !(1 << 7)) | 1;
     }
-    Ok(Field {
-        bits,
-        star_step: star_step_of(text, spec)?,
-    })
+    Ok(Field { bits, star_step: star_step_of(text, spec)? })
 }
 
 /// `Some(step)` when the whole field is `*` or `*/step`.
@@ -566,11 +517,7 @@ fn parse_item(item: &str, spec: &FieldSpec) -> Result<u64, CronError> {
     } else {
         let value = parse_value(base, spec)?;
         // Quartz's `a/n` means "from a to the end of the field".
-        let hi = if step.is_some() {
-            spec.star_max.max(value)
-        } else {
-            value
-        };
+        let hi = if step.is_some() { spec.star_max.max(value) } else { value };
         (value, hi)
     };
     Ok(range_bits(lo, hi, step.unwrap_or(1)))
@@ -585,30 +532,15 @@ fn parse_step(step: &str, item: &str, spec: &FieldSpec) -> Result<u32, CronError
 }
 
 fn parse_value(text: &str, spec: &FieldSpec) -> Result<u32, CronError> {
-    let out_of_range = || {
-        spec.error(
-            text,
-            CronErrorKind::OutOfRange {
-                min: spec.min,
-                max: spec.max,
-            },
-        )
-    };
+    let out_of_range = || spec.error(text, CronErrorKind::OutOfRange { min: spec.min, max: spec.max });
     if let Some(number) = parse_digits(text) {
-        return number
-            .filter(|n| (spec.min..=spec.max).contains(n))
-            .ok_or_else(out_of_range);
+        return number.filter(|n| (spec.min..=spec.max).contains(n)).ok_or_else(out_of_range);
     }
     if !spec.names.is_empty() && !text.is_empty() && text.chars().all(char::is_alphabetic) {
         let upper = text.to_ascii_uppercase();
         return match spec.names.iter().position(|name| *name == upper) {
             Some(index) => Ok(spec.first_name_value + index as u32),
-            None => Err(spec.error(
-                text,
-                CronErrorKind::UnknownName {
-                    expected: spec.names_label,
-                },
-            )),
+            None => Err(spec.error(text, CronErrorKind::UnknownName { expected: spec.names_label })),
         };
     }
     Err(spec.error(text, CronErrorKind::NotANumber))
@@ -646,11 +578,7 @@ fn gap_end(tz: Tz, wall: NaiveDateTime) -> Option<DateTime<Utc>> {
     const WINDOW: i64 = 26 * 3600;
     let base = wall.and_utc().timestamp();
     let past_wall = |ts: i64| local_at(tz, ts).map(|local| local > wall);
-    let end = first_true(
-        base.checked_sub(WINDOW)?,
-        base.checked_add(WINDOW)?,
-        past_wall,
-    )?;
+    let end = first_true(base.checked_sub(WINDOW)?, base.checked_add(WINDOW)?, past_wall)?;
     DateTime::from_timestamp(end, 0)
 }
 
@@ -713,12 +641,7 @@ mod tests {
     }
 
     fn fires(expr: &str, tz: Tz, after: &str, n: usize) -> Vec<String> {
-        Schedule::parse(expr)
-            .unwrap()
-            .upcoming(at(after), tz, n)
-            .into_iter()
-            .map(fmt)
-            .collect()
+        Schedule::parse(expr).unwrap().upcoming(at(after), tz, n).into_iter().map(fmt).collect()
     }
 
     fn err(expr: &str) -> CronError {
@@ -729,11 +652,7 @@ mod tests {
     fn daily_two_am_in_shanghai() {
         assert_eq!(
             fires("0 0 2 * * *", Shanghai, "2026-01-01T00:00:00Z", 3),
-            [
-                "2026-01-01T18:00:00Z",
-                "2026-01-02T18:00:00Z",
-                "2026-01-03T18:00:00Z"
-            ]
+            ["2026-01-01T18:00:00Z", "2026-01-02T18:00:00Z", "2026-01-03T18:00:00Z"]
         );
     }
 
@@ -743,26 +662,17 @@ mod tests {
             fires("0 0 0 * * ?", UTC, "2026-01-01T00:00:00Z", 2),
             ["2026-01-02T00:00:00Z", "2026-01-03T00:00:00Z"]
         );
-        assert_eq!(
-            fires("0 0 0 * * ?", Shanghai, "2026-01-01T00:00:00Z", 1),
-            ["2026-01-01T16:00:00Z"]
-        );
+        assert_eq!(fires("0 0 0 * * ?", Shanghai, "2026-01-01T00:00:00Z", 1), ["2026-01-01T16:00:00Z"]);
     }
 
     #[test]
     fn strictly_after_including_subsecond() {
-        assert_eq!(
-            fires("0 0 0 * * *", UTC, "2026-01-02T00:00:00Z", 1),
-            ["2026-01-03T00:00:00Z"]
-        );
+        assert_eq!(fires("0 0 0 * * *", UTC, "2026-01-02T00:00:00Z", 1), ["2026-01-03T00:00:00Z"]);
         assert_eq!(
             fires("* * * * * *", UTC, "2026-01-02T00:00:00.5Z", 2),
             ["2026-01-02T00:00:01Z", "2026-01-02T00:00:02Z"]
         );
-        assert_eq!(
-            fires("0 0 0 * * *", UTC, "2026-01-01T23:59:59.999Z", 1),
-            ["2026-01-02T00:00:00Z"]
-        );
+        assert_eq!(fires("0 0 0 * * *", UTC, "2026-01-01T23:59:59.999Z", 1), ["2026-01-02T00:00:00Z"]);
     }
 
     #[test]
@@ -770,12 +680,7 @@ mod tests {
         // 02:30 does not exist on 2026-03-08; the gap ends at 03:00 EDT = 07:00Z.
         assert_eq!(
             fires("0 30 2 * * *", New_York, "2026-03-07T00:00:00Z", 4),
-            [
-                "2026-03-07T07:30:00Z",
-                "2026-03-08T07:00:00Z",
-                "2026-03-09T06:30:00Z",
-                "2026-03-10T06:30:00Z"
-            ]
+            ["2026-03-07T07:30:00Z", "2026-03-08T07:00:00Z", "2026-03-09T06:30:00Z", "2026-03-10T06:30:00Z"]
         );
     }
 
@@ -784,11 +689,7 @@ mod tests {
         // 02:00 CET jumps to 03:00 CEST at 01:00Z on 2026-03-29.
         assert_eq!(
             fires("0 30 2 * * *", Berlin, "2026-03-28T00:00:00Z", 3),
-            [
-                "2026-03-28T01:30:00Z",
-                "2026-03-29T01:00:00Z",
-                "2026-03-30T00:30:00Z"
-            ]
+            ["2026-03-28T01:30:00Z", "2026-03-29T01:00:00Z", "2026-03-30T00:30:00Z"]
         );
     }
 
@@ -801,11 +702,7 @@ mod tests {
         // 02:00 is swallowed by the gap and lands on 03:00, which fires anyway: once, not twice.
         assert_eq!(
             fires("0 0 * * * *", New_York, "2026-03-08T05:30:00Z", 3),
-            [
-                "2026-03-08T06:00:00Z",
-                "2026-03-08T07:00:00Z",
-                "2026-03-08T08:00:00Z"
-            ]
+            ["2026-03-08T06:00:00Z", "2026-03-08T07:00:00Z", "2026-03-08T08:00:00Z"]
         );
     }
 
@@ -814,20 +711,10 @@ mod tests {
         // 01:30 happens at 05:30Z (EDT) and 06:30Z (EST) on 2026-11-01.
         assert_eq!(
             fires("0 30 1 * * *", New_York, "2026-10-31T00:00:00Z", 3),
-            [
-                "2026-10-31T05:30:00Z",
-                "2026-11-01T05:30:00Z",
-                "2026-11-02T06:30:00Z"
-            ]
+            ["2026-10-31T05:30:00Z", "2026-11-01T05:30:00Z", "2026-11-02T06:30:00Z"]
         );
-        assert_eq!(
-            fires("0 30 1 * * *", New_York, "2026-11-01T05:30:00Z", 1),
-            ["2026-11-02T06:30:00Z"]
-        );
-        assert_eq!(
-            fires("0 30 1 * * *", New_York, "2026-11-01T06:00:00Z", 1),
-            ["2026-11-02T06:30:00Z"]
-        );
+        assert_eq!(fires("0 30 1 * * *", New_York, "2026-11-01T05:30:00Z", 1), ["2026-11-02T06:30:00Z"]);
+        assert_eq!(fires("0 30 1 * * *", New_York, "2026-11-01T06:00:00Z", 1), ["2026-11-02T06:30:00Z"]);
     }
 
     #[test]
@@ -835,11 +722,7 @@ mod tests {
         // 03:00 CEST falls back to 02:00 CET at 01:00Z on 2026-10-25.
         assert_eq!(
             fires("0 30 2 * * *", Berlin, "2026-10-24T00:00:00Z", 3),
-            [
-                "2026-10-24T00:30:00Z",
-                "2026-10-25T00:30:00Z",
-                "2026-10-26T01:30:00Z"
-            ]
+            ["2026-10-24T00:30:00Z", "2026-10-25T00:30:00Z", "2026-10-26T01:30:00Z"]
         );
     }
 
@@ -852,27 +735,14 @@ mod tests {
             "2026-11-01T06:30:00Z",
             "2026-11-01T07:00:00Z",
         ];
-        assert_eq!(
-            fires("0 */30 * * * *", New_York, "2026-11-01T04:45:00Z", 5),
-            expected
-        );
+        assert_eq!(fires("0 */30 * * * *", New_York, "2026-11-01T04:45:00Z", 5), expected);
         // Starting inside the first pass, and inside the repeated pass.
-        assert_eq!(
-            fires("0 */30 * * * *", New_York, "2026-11-01T05:40:00Z", 1),
-            ["2026-11-01T06:00:00Z"]
-        );
-        assert_eq!(
-            fires("0 */30 * * * *", New_York, "2026-11-01T06:10:00Z", 1),
-            ["2026-11-01T06:30:00Z"]
-        );
+        assert_eq!(fires("0 */30 * * * *", New_York, "2026-11-01T05:40:00Z", 1), ["2026-11-01T06:00:00Z"]);
+        assert_eq!(fires("0 */30 * * * *", New_York, "2026-11-01T06:10:00Z", 1), ["2026-11-01T06:30:00Z"]);
         // The same wall times, written without `*`, are fixed-time: first occurrence only.
         assert_eq!(
             fires("0 0,30 1 * * *", New_York, "2026-11-01T04:45:00Z", 3),
-            [
-                "2026-11-01T05:00:00Z",
-                "2026-11-01T05:30:00Z",
-                "2026-11-02T06:00:00Z"
-            ]
+            ["2026-11-01T05:00:00Z", "2026-11-01T05:30:00Z", "2026-11-02T06:00:00Z"]
         );
     }
 
@@ -883,11 +753,7 @@ mod tests {
         assert_eq!(five.to_string(), "0 30 2 * * *");
         assert_eq!(
             fires("*/20 9 * * *", UTC, "2026-01-01T09:10:00Z", 3),
-            [
-                "2026-01-01T09:20:00Z",
-                "2026-01-01T09:40:00Z",
-                "2026-01-02T09:00:00Z"
-            ]
+            ["2026-01-01T09:20:00Z", "2026-01-01T09:40:00Z", "2026-01-02T09:00:00Z"]
         );
     }
 
@@ -898,20 +764,12 @@ mod tests {
             fires("0 0 9 * * MON-FRI", UTC, "2026-01-02T10:00:00Z", 2),
             ["2026-01-05T09:00:00Z", "2026-01-06T09:00:00Z"]
         );
-        assert_eq!(
-            Schedule::parse("0 0 9 * * mon-Fri").unwrap(),
-            Schedule::parse("0 0 9 * * 1-5").unwrap()
-        );
+        assert_eq!(Schedule::parse("0 0 9 * * mon-Fri").unwrap(), Schedule::parse("0 0 9 * * 1-5").unwrap());
         assert_eq!(
             fires("0 0 0 1 JAN *", UTC, "2026-01-01T00:00:00Z", 2),
             ["2027-01-01T00:00:00Z", "2028-01-01T00:00:00Z"]
         );
-        assert_eq!(
-            Schedule::parse("0 0 0 1 jan,Mar-may *")
-                .unwrap()
-                .to_string(),
-            "0 0 0 1 1,3-5 *"
-        );
+        assert_eq!(Schedule::parse("0 0 0 1 jan,Mar-may *").unwrap().to_string(), "0 0 0 1 1,3-5 *");
     }
 
     #[test]
@@ -919,15 +777,9 @@ mod tests {
         let sun = Schedule::parse("0 0 0 * * 0").unwrap();
         assert_eq!(sun, Schedule::parse("0 0 0 * * 7").unwrap());
         assert_eq!(sun, Schedule::parse("0 0 0 * * SUN").unwrap());
-        assert_eq!(
-            Schedule::parse("0 0 0 * * 5-7").unwrap().to_string(),
-            "0 0 0 * * 0,5,6"
-        );
+        assert_eq!(Schedule::parse("0 0 0 * * 5-7").unwrap().to_string(), "0 0 0 * * 0,5,6");
         // 2026-01-04 is a Sunday.
-        assert_eq!(
-            fires("0 0 0 * * 7", UTC, "2026-01-01T00:00:00Z", 1),
-            ["2026-01-04T00:00:00Z"]
-        );
+        assert_eq!(fires("0 0 0 * * 7", UTC, "2026-01-01T00:00:00Z", 1), ["2026-01-04T00:00:00Z"]);
     }
 
     #[test]
@@ -935,11 +787,7 @@ mod tests {
         // March 2026: Fridays are 6, 13, 20; the 10th is a Tuesday.
         assert_eq!(
             fires("0 0 0 10 * FRI", UTC, "2026-03-01T00:00:00Z", 3),
-            [
-                "2026-03-06T00:00:00Z",
-                "2026-03-10T00:00:00Z",
-                "2026-03-13T00:00:00Z"
-            ]
+            ["2026-03-06T00:00:00Z", "2026-03-10T00:00:00Z", "2026-03-13T00:00:00Z"]
         );
         assert_eq!(
             fires("0 0 0 * * FRI", UTC, "2026-03-01T00:00:00Z", 2),
@@ -949,37 +797,23 @@ mod tests {
             fires("0 0 0 10 * ?", UTC, "2026-03-01T00:00:00Z", 2),
             ["2026-03-10T00:00:00Z", "2026-04-10T00:00:00Z"]
         );
-        assert_eq!(
-            fires("0 0 0 ? * FRI", UTC, "2026-03-01T00:00:00Z", 1),
-            ["2026-03-06T00:00:00Z"]
-        );
+        assert_eq!(fires("0 0 0 ? * FRI", UTC, "2026-03-01T00:00:00Z", 1), ["2026-03-06T00:00:00Z"]);
         // `*/2` restricts, so the OR rule applies: odd days plus Sundays (1st is a Sunday).
         assert_eq!(
             fires("0 0 0 */2 * SUN", UTC, "2026-03-01T12:00:00Z", 4),
-            [
-                "2026-03-03T00:00:00Z",
-                "2026-03-05T00:00:00Z",
-                "2026-03-07T00:00:00Z",
-                "2026-03-08T00:00:00Z"
-            ]
+            ["2026-03-03T00:00:00Z", "2026-03-05T00:00:00Z", "2026-03-07T00:00:00Z", "2026-03-08T00:00:00Z"]
         );
     }
 
     #[test]
     fn steps_ranges_and_lists() {
         assert_eq!(
-            Schedule::parse("*/15 0-10/5 1,2,3,8 5/10 */3 *")
-                .unwrap()
-                .to_string(),
+            Schedule::parse("*/15 0-10/5 1,2,3,8 5/10 */3 *").unwrap().to_string(),
             "*/15 0,5,10 1-3,8 5,15,25 */3 *"
         );
         assert_eq!(
             fires("10-20/5 0 0 * * *", UTC, "2026-01-01T00:00:10Z", 3),
-            [
-                "2026-01-01T00:00:15Z",
-                "2026-01-01T00:00:20Z",
-                "2026-01-02T00:00:10Z"
-            ]
+            ["2026-01-01T00:00:15Z", "2026-01-01T00:00:20Z", "2026-01-02T00:00:10Z"]
         );
     }
 
@@ -1000,16 +834,8 @@ mod tests {
             let again: Schedule = schedule.to_string().parse().unwrap();
             assert_eq!(schedule, again, "{expr} -> {schedule}");
         }
-        assert_eq!(
-            Schedule::parse("0 0 0 * * ?").unwrap().to_string(),
-            "0 0 0 * * *"
-        );
-        assert_eq!(
-            Schedule::parse("*/1 0-59 * 1-31 * 0-7")
-                .unwrap()
-                .to_string(),
-            "* 0-59 * 1-31 * 0-6"
-        );
+        assert_eq!(Schedule::parse("0 0 0 * * ?").unwrap().to_string(), "0 0 0 * * *");
+        assert_eq!(Schedule::parse("*/1 0-59 * 1-31 * 0-7").unwrap().to_string(), "* 0-59 * 1-31 * 0-6");
     }
 
     #[test]
@@ -1019,20 +845,12 @@ mod tests {
             ["2028-02-29T00:00:00Z", "2032-02-29T00:00:00Z"]
         );
         // 2100 is not a leap year: eight years between leap days.
-        assert_eq!(
-            fires("0 0 0 29 2 *", New_York, "2096-03-01T00:00:00Z", 1),
-            ["2104-02-29T05:00:00Z"]
-        );
+        assert_eq!(fires("0 0 0 29 2 *", New_York, "2096-03-01T00:00:00Z", 1), ["2104-02-29T05:00:00Z"]);
         let started = std::time::Instant::now();
         for expr in ["0 0 0 30 2 *", "0 0 0 31 4,6,9,11 *", "* * * 31 2 ?"] {
             let schedule = Schedule::parse(expr).unwrap();
-            assert_eq!(
-                schedule.next_after(at("2026-01-01T00:00:00Z"), Berlin),
-                None
-            );
-            assert!(schedule
-                .upcoming(at("2026-01-01T00:00:00Z"), Berlin, 5)
-                .is_empty());
+            assert_eq!(schedule.next_after(at("2026-01-01T00:00:00Z"), Berlin), None);
+            assert!(schedule.upcoming(at("2026-01-01T00:00:00Z"), Berlin, 5).is_empty());
         }
         assert!(started.elapsed() < std::time::Duration::from_secs(1));
     }
@@ -1041,14 +859,9 @@ mod tests {
     fn upcoming_every_second_is_fast_and_ordered() {
         let schedule = Schedule::parse("* * * * * *").unwrap();
         // Every real second fires through both a repeated hour and a skipped one.
-        for (tz, from) in [
-            (New_York, "2026-11-01T05:59:00Z"),
-            (New_York, "2026-03-08T06:59:00Z"),
-        ] {
+        for (tz, from) in [(New_York, "2026-11-01T05:59:00Z"), (New_York, "2026-03-08T06:59:00Z")] {
             let out = schedule.upcoming(at(from), tz, 5000);
-            let expected: Vec<_> = (1..=5000)
-                .map(|i| at(from) + TimeDelta::seconds(i))
-                .collect();
+            let expected: Vec<_> = (1..=5000).map(|i| at(from) + TimeDelta::seconds(i)).collect();
             assert_eq!(out, expected, "{from}");
         }
     }
@@ -1087,19 +900,10 @@ mod tests {
         assert_eq!(e.to_string(), "hour: `24` is out of range 0-23");
         assert_eq!(err("60 * * * * *").field(), Some("second"));
         assert_eq!(err("0 60 * * * *").field(), Some("minute"));
-        assert_eq!(
-            err("0 0 0 0 * *").to_string(),
-            "day-of-month: `0` is out of range 1-31"
-        );
+        assert_eq!(err("0 0 0 0 * *").to_string(), "day-of-month: `0` is out of range 1-31");
         assert_eq!(err("0 0 0 32 * *").field(), Some("day-of-month"));
-        assert_eq!(
-            err("0 0 0 * 13 *").to_string(),
-            "month: `13` is out of range 1-12"
-        );
-        assert_eq!(
-            err("0 0 0 * * 8").to_string(),
-            "day-of-week: `8` is out of range 0-7"
-        );
+        assert_eq!(err("0 0 0 * 13 *").to_string(), "month: `13` is out of range 1-12");
+        assert_eq!(err("0 0 0 * * 8").to_string(), "day-of-week: `8` is out of range 0-7");
         assert_eq!(
             err("0 0 0-99999999999999999999 * * *").to_string(),
             "hour: `99999999999999999999` is out of range 0-23"
@@ -1108,53 +912,19 @@ mod tests {
 
     #[test]
     fn syntax_errors() {
-        assert_eq!(
-            err("*/0 * * * * *").to_string(),
-            "second: bad step in `*/0`: must be a number from 1 to 60"
-        );
-        assert_eq!(
-            err("0 0 0 * * */8").kind(),
-            &CronErrorKind::BadStep { max: 7 }
-        );
-        assert_eq!(
-            err("0 1-5/ * * * *").kind(),
-            &CronErrorKind::BadStep { max: 60 }
-        );
-        assert_eq!(
-            err("0 */+1 * * * *").kind(),
-            &CronErrorKind::BadStep { max: 60 }
-        );
+        assert_eq!(err("*/0 * * * * *").to_string(), "second: bad step in `*/0`: must be a number from 1 to 60");
+        assert_eq!(err("0 0 0 * * */8").kind(), &CronErrorKind::BadStep { max: 7 });
+        assert_eq!(err("0 1-5/ * * * *").kind(), &CronErrorKind::BadStep { max: 60 });
+        assert_eq!(err("0 */+1 * * * *").kind(), &CronErrorKind::BadStep { max: 60 });
         let reversed = err("0 5-1 * * * *");
-        assert_eq!(
-            reversed.to_string(),
-            "minute: range `5-1` starts after it ends"
-        );
+        assert_eq!(reversed.to_string(), "minute: range `5-1` starts after it ends");
         assert_eq!(reversed.kind(), &CronErrorKind::ReversedRange);
-        assert_eq!(
-            err("0 0 0 * FOO *").to_string(),
-            "month: unknown name `FOO` (expected JAN-DEC)"
-        );
-        assert_eq!(
-            err("0 0 0 * * MONDAY").kind(),
-            &CronErrorKind::UnknownName {
-                expected: "SUN-SAT"
-            }
-        );
-        assert_eq!(
-            err("0 0 JAN * * *").to_string(),
-            "hour: `JAN` is not a number"
-        );
-        assert_eq!(
-            err("0 1,,2 * * * *").to_string(),
-            "minute: empty list element in ``"
-        );
+        assert_eq!(err("0 0 0 * FOO *").to_string(), "month: unknown name `FOO` (expected JAN-DEC)");
+        assert_eq!(err("0 0 0 * * MONDAY").kind(), &CronErrorKind::UnknownName { expected: "SUN-SAT" });
+        assert_eq!(err("0 0 JAN * * *").to_string(), "hour: `JAN` is not a number");
+        assert_eq!(err("0 1,,2 * * * *").to_string(), "minute: empty list element in ``");
         assert_eq!(err("0 1, * * * *").kind(), &CronErrorKind::EmptyListItem);
-        for bad in [
-            "0 -1 * * * *",
-            "0 1- * * * *",
-            "0 1-2-3 * * * *",
-            "0 +1 * * * *",
-        ] {
+        for bad in ["0 -1 * * * *", "0 1- * * * *", "0 1-2-3 * * * *", "0 +1 * * * *"] {
             assert_eq!(err(bad).field(), Some("minute"), "{bad}");
         }
     }
@@ -1164,50 +934,26 @@ mod tests {
         let e = err("0 0 ? * * *");
         assert_eq!(e.field(), Some("hour"));
         assert_eq!(e.kind(), &CronErrorKind::QuestionMarkNotAllowed);
-        assert_eq!(
-            e.to_string(),
-            "hour: `?` is only allowed in day-of-month or day-of-week"
-        );
+        assert_eq!(e.to_string(), "hour: `?` is only allowed in day-of-month or day-of-week");
         assert_eq!(err("? 0 0 * * *").field(), Some("second"));
         assert_eq!(err("0 ? 0 * * *").field(), Some("minute"));
         assert_eq!(err("0 0 0 * ? *").field(), Some("month"));
         assert_eq!(err("? 0 * * *").field(), Some("minute"));
-        assert_eq!(
-            err("0 0 0 ?/2 * *").to_string(),
-            "day-of-month: `?` must be the whole field, found `?/2`"
-        );
-        assert_eq!(
-            err("0 0 0 * * ?,1").kind(),
-            &CronErrorKind::QuestionMarkNotAlone
-        );
+        assert_eq!(err("0 0 0 ?/2 * *").to_string(), "day-of-month: `?` must be the whole field, found `?/2`");
+        assert_eq!(err("0 0 0 * * ?,1").kind(), &CronErrorKind::QuestionMarkNotAlone);
         assert!(Schedule::parse("0 0 0 ? * ?").is_ok());
     }
 
     #[test]
     fn unicode_and_junk_do_not_panic() {
         assert_eq!(err("０ ０ ０ * * *").kind(), &CronErrorKind::NotANumber);
-        assert_eq!(
-            err("0 0 0 * * é").kind(),
-            &CronErrorKind::UnknownName {
-                expected: "SUN-SAT"
-            }
-        );
+        assert_eq!(err("0 0 0 * * é").kind(), &CronErrorKind::UnknownName { expected: "SUN-SAT" });
         assert_eq!(err("0 0 ½ * * *").kind(), &CronErrorKind::NotANumber);
-        assert_eq!(
-            err("0 0 0 * ÄPR *").kind(),
-            &CronErrorKind::UnknownName {
-                expected: "JAN-DEC"
-            }
-        );
+        assert_eq!(err("0 0 0 * ÄPR *").kind(), &CronErrorKind::UnknownName { expected: "JAN-DEC" });
         let long = format!("0 0 {} * * *", "9".repeat(10_000));
         assert!(err(&long).token().chars().count() <= MAX_TOKEN_CHARS + 1);
-        for junk in [
-            "*/", "/5", ",", "-", "*-*", "**", "@daily", "\u{0}", "1/2/3",
-        ] {
-            assert!(
-                Schedule::parse(&format!("{junk} * * * * *")).is_err(),
-                "{junk}"
-            );
+        for junk in ["*/", "/5", ",", "-", "*-*", "**", "@daily", "\u{0}", "1/2/3"] {
+            assert!(Schedule::parse(&format!("{junk} * * * * *")).is_err(), "{junk}");
         }
     }
 
@@ -1245,9 +991,7 @@ mod tests {
         let start = at("2026-03-01T00:00:00Z");
         for _ in 0..20_000 {
             let len = (next() % 24) as usize;
-            let expr: String = (0..len)
-                .map(|_| ALPHABET[(next() % ALPHABET.len() as u64) as usize])
-                .collect();
+            let expr: String = (0..len).map(|_| ALPHABET[(next() % ALPHABET.len() as u64) as usize]).collect();
             if let Ok(schedule) = Schedule::parse(&expr) {
                 let tz = zones[(next() % zones.len() as u64) as usize];
                 let out = schedule.upcoming(start, tz, 3);
