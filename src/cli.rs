@@ -31,6 +31,29 @@ pub enum Command {
     CheckConfig,
     /// Copy the state database to PATH while the daemon runs (VACUUM INTO).
     Backup { path: PathBuf },
+    /// Recurring schedules.
+    Schedule {
+        #[command(subcommand)]
+        command: ScheduleCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ScheduleCommand {
+    /// Print the next firings of a cron rule, one RFC 3339 time a line.
+    Preview {
+        /// 6 fields (with seconds) or 5; `?` and names such as MON, JAN accepted.
+        #[arg(long)]
+        cron: String,
+        /// IANA time zone, e.g. Asia/Shanghai.
+        #[arg(long, default_value = "UTC")]
+        timezone: String,
+        /// Start after this instant (RFC 3339); default now.
+        #[arg(long)]
+        from: Option<String>,
+        #[arg(long, default_value_t = 5)]
+        count: usize,
+    },
 }
 
 impl Cli {
@@ -65,6 +88,20 @@ fn load(cli: &Cli) -> Result<Config, ConfigError> {
 async fn run(cli: Cli) -> i32 {
     match &cli.command {
         Command::CheckConfig => check_config(&cli).await,
+        Command::Schedule { command: ScheduleCommand::Preview { cron, timezone, from, count } } => {
+            match schedule_preview(cron, timezone, from.as_deref(), *count) {
+                Ok(lines) => {
+                    for l in lines {
+                        println!("{l}");
+                    }
+                    EXIT_OK
+                }
+                Err(e) => {
+                    eprintln!("preloadd: {e}");
+                    EXIT_USAGE
+                }
+            }
+        }
         Command::Serve => {
             let cfg = match load(&cli) {
                 Ok(c) => c,
@@ -137,4 +174,19 @@ async fn check_config(cli: &Cli) -> i32 {
             EXIT_CONFIG
         }
     }
+}
+
+/// The next `count` firings of `expr` in `tz` after `from` (default now), as RFC 3339 in the zone.
+pub fn schedule_preview(expr: &str, tz: &str, from: Option<&str>, count: usize) -> Result<Vec<String>, String> {
+    let schedule = crate::cron::Schedule::parse(expr).map_err(|e| format!("--cron: {e}"))?;
+    let zone: chrono_tz::Tz = tz.parse().map_err(|_| format!("--timezone: unknown IANA time zone `{tz}`"))?;
+    let after = match from {
+        Some(t) => crate::clock::to_datetime(crate::config::parse_time(t).map_err(|e| format!("--from: {e}"))?),
+        None => chrono::Utc::now(),
+    };
+    Ok(schedule
+        .upcoming(after, zone, count)
+        .into_iter()
+        .map(|t| t.with_timezone(&zone).to_rfc3339_opts(chrono::SecondsFormat::Secs, false))
+        .collect())
 }

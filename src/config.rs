@@ -620,12 +620,14 @@ impl Validator<'_> {
                 ))
             }
             1 => sources.pop().expect("one").1,
-            _ => return Err(self.err_at(
-                sources[1].0,
-                format!(
+            _ => {
+                return Err(self.err_at(
+                    sources[1].0,
+                    format!(
                     "job `{name}` has more than one URL list; give only one of urls, urls_file, urls_url, sitemap_url"
                 ),
-            )),
+                ))
+            }
         };
         if let UrlSource::File(p) = &source {
             if let Err(e) = std::fs::File::open(p) {

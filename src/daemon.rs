@@ -39,7 +39,7 @@ pub async fn run(
         .context("opening the state database")?;
     let now = opts.clock.now_ms();
     crate::ingest::apply_config_jobs(&store, &config.jobs, now).await.context("applying the config's jobs")?;
-    let vendors = Vendors::from_config(&config.vendors)?;
+    let vendors = Vendors::from_config(&config.vendors, opts.clock.clone())?;
     let cancel = CancellationToken::new();
     let engine = Engine::new(store.clone(), vendors, opts.clock.clone(), opts.settings, cancel.clone());
 

@@ -18,7 +18,7 @@ use tracing::{debug, info, info_span, warn, Instrument};
 
 use crate::clock::SharedClock;
 use crate::model::{SubmitStatus, UrlStatus};
-use crate::store::{Store, StoreError, SubtaskWork};
+use crate::store::{Reservation, Store, StoreError, SubtaskWork};
 use crate::vendor::{ErrorClass, SubmitRequest, VendorAccount, VendorError, Vendors};
 
 /// Tunables of the engine; the defaults suit production, tests shorten them.
@@ -238,6 +238,15 @@ impl Engine {
             if self.cancel.is_cancelled() {
                 return self.store.defer_subtask(id, None, "", self.now()).await;
             }
+            let quota = match self.reserve_quota(&account, &work, chunk.len() as i64).await? {
+                Ok(q) => q,
+                Err(until) => {
+                    let reason =
+                        format!("quota: daily quota left is below {} URLs; waiting for the reset", chunk.len());
+                    warn!(until = %crate::clock::rfc3339(until), "{reason}");
+                    return self.store.defer_subtask(id, Some(until), &reason, self.now()).await;
+                }
+            };
             self.store.mark_submitting(id, self.now()).await?;
             let mut attempt: u32 = 0;
             let accepted = loop {
@@ -274,6 +283,9 @@ impl Engine {
                         }
                     }
                     ErrorClass::Quota => {
+                        if let Some((bucket, day)) = &quota {
+                            self.store.exhaust_quota(account.name(), bucket, day).await?;
+                        }
                         let until = crate::quota::next_vendor_day(self.now());
                         warn!(code = %e.code, until = %crate::clock::rfc3339(until), "daily quota spent; waiting for the reset");
                         return self
@@ -282,6 +294,9 @@ impl Engine {
                             .await;
                     }
                     _ => {
+                        if let Some((bucket, day)) = &quota {
+                            self.store.refund_quota(account.name(), bucket, day, chunk.len() as i64).await?;
+                        }
                         warn!(code = %e.code, message = %e.message, "vendor call failed for good");
                         return self.store.fail_subtask(id, &e.code, &e.message, self.now()).await;
                     }
@@ -293,6 +308,42 @@ impl Engine {
                 return Ok(());
             }
             work.subtask.urls_sent += chunk.len() as i64;
+        }
+    }
+
+    /// Takes `n` URLs from the account's daily quota before a request. The first use of a
+    /// vendor day learns what is left from the vendor's quota API (or the configured
+    /// `daily_quota` when the vendor has none). `Err(until)` when the quota would be exceeded.
+    async fn reserve_quota(
+        &self,
+        account: &VendorAccount,
+        work: &SubtaskWork,
+        n: i64,
+    ) -> Result<Result<Option<(String, String)>, i64>, StoreError> {
+        let Some(limit) = account.config.daily_quota else { return Ok(Ok(None)) };
+        let now = self.now();
+        let day = crate::quota::vendor_day(now);
+        let bucket = quota_bucket(account, work);
+        loop {
+            match self.store.reserve_quota(account.name(), &bucket, &day, n).await? {
+                Reservation::Granted { remaining } => {
+                    debug!(bucket = %bucket, remaining, "quota reserved");
+                    return Ok(Ok(Some((bucket, day))));
+                }
+                Reservation::Exhausted { .. } => return Ok(Err(crate::quota::next_vendor_day(now))),
+                Reservation::Unknown => {
+                    let (quota, remaining) = match account.quota(work.task_type).await {
+                        Ok(Some(q)) => (q.limit as i64, q.remaining as i64),
+                        Ok(None) => (limit as i64, limit as i64),
+                        Err(e) => {
+                            warn!(code = %e.code, "quota query failed; assuming the configured daily_quota");
+                            (limit as i64, limit as i64)
+                        }
+                    };
+                    info!(bucket = %bucket, quota, remaining, "daily quota learned");
+                    self.store.open_quota_day(account.name(), &bucket, &day, quota, remaining).await?;
+                }
+            }
         }
     }
 
@@ -332,7 +383,10 @@ impl Engine {
         }
         let urls: Vec<String> = work.urls.iter().map(|(_, u)| u.clone()).collect();
         let span = info_span!("poll", job = %work.job_name, slice = work.slice.id, vendor = %work.subtask.vendor);
-        let reports = account.task_status(work.task_type, &work.subtask.vendor_task_ids, &urls).instrument(span).await;
+        let reports = account
+            .task_status(work.task_type, &work.subtask.vendor_task_ids, &urls, submitted - 60_000)
+            .instrument(span)
+            .await;
         let now = self.now();
         match reports {
             Ok(reports) => {
@@ -429,6 +483,14 @@ impl Engine {
 /// The URLs of the subtask's next vendor request.
 fn next_chunk(work: &SubtaskWork, per_request: usize) -> Vec<String> {
     work.urls.iter().skip(work.subtask.urls_sent as usize).take(per_request.max(1)).map(|(_, u)| u.clone()).collect()
+}
+
+/// Quotas count per task type, and per area where the vendor counts regions apart.
+fn quota_bucket(account: &VendorAccount, work: &SubtaskWork) -> String {
+    match &account.config.options.area {
+        Some(area) => format!("{}:{area}", work.task_type),
+        None => work.task_type.to_string(),
+    }
 }
 
 /// Errors after which the vendor may or may not have the request.

@@ -9,12 +9,14 @@
 //! - [`engine`]: plans → slices → subtasks, retries, polling, crash reconciliation.
 //! - [`vendor`]: the vendor trait, per-account limiters, and each vendor client.
 //! - [`api`]: the HTTP API; [`daemon`]: `serve`; [`cli`]: the command line.
+//! - [`cron`]: cron rules and DST-correct firing times; [`sign`]: vendor request signatures.
 //! - [`clock`], [`quota`], [`logging`], [`summary`]: small helpers.
 
 pub mod api;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod cron;
 pub mod daemon;
 pub mod engine;
 pub mod ingest;

@@ -7,6 +7,7 @@
 
 mod jobs;
 mod plans;
+mod quota;
 mod work;
 
 pub use jobs::{
@@ -14,6 +15,7 @@ pub use jobs::{
     NewJob,
 };
 pub use plans::{insert_plan, sync_config_plans, Plan, PlanChange};
+pub use quota::Reservation;
 pub use work::{Slice, SliceStart, Subtask, SubtaskWork, UrlOutcome};
 
 use std::path::{Path, PathBuf};

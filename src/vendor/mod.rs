@@ -5,6 +5,7 @@
 //! Architecture Invariant: every call to a vendor goes through [`VendorAccount`], so no code
 //! path can skip the rate limiter or the start-up gate that keeps a restart from bursting.
 
+mod aliyun;
 mod webhook;
 
 use std::collections::HashMap;
@@ -17,6 +18,7 @@ use futures_util::future::BoxFuture;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use tokio::sync::Semaphore;
 
+use crate::clock::SharedClock;
 use crate::config::VendorConfig;
 use crate::model::{TaskType, UrlStatus, VendorKind};
 
@@ -123,6 +125,7 @@ pub trait VendorApi: Send + Sync {
         _task_type: TaskType,
         _task_ids: &'a [String],
         _urls: &'a [String],
+        _since_ms: i64,
     ) -> BoxFuture<'a, Result<Vec<UrlReport>, VendorError>> {
         Box::pin(async { Err(VendorError::unsupported("task status query")) })
     }
@@ -227,9 +230,10 @@ impl VendorAccount {
         t: TaskType,
         ids: &[String],
         urls: &[String],
+        since_ms: i64,
     ) -> Result<Vec<UrlReport>, VendorError> {
         let _permit = self.admit(&self.status_limiter).await;
-        let r = self.with_timeout(self.api.task_status(t, ids, urls)).await;
+        let r = self.with_timeout(self.api.task_status(t, ids, urls, since_ms)).await;
         self.count(&r);
         r
     }
@@ -275,10 +279,10 @@ pub struct Vendors {
 }
 
 impl Vendors {
-    pub fn from_config(configs: &[VendorConfig]) -> anyhow::Result<Vendors> {
+    pub fn from_config(configs: &[VendorConfig], clock: SharedClock) -> anyhow::Result<Vendors> {
         let mut by_name = HashMap::new();
         for c in configs {
-            let api = build_api(c)?;
+            let api = build_api(c, clock.clone())?;
             by_name.insert(c.name.clone(), Arc::new(VendorAccount::new(c.clone(), api)));
         }
         Ok(Vendors { by_name })
@@ -310,9 +314,11 @@ pub fn http_client(timeout: Duration) -> anyhow::Result<reqwest::Client> {
         .build()?)
 }
 
-fn build_api(c: &VendorConfig) -> anyhow::Result<Box<dyn VendorApi>> {
+fn build_api(c: &VendorConfig, clock: SharedClock) -> anyhow::Result<Box<dyn VendorApi>> {
     match c.kind {
         VendorKind::Webhook => Ok(Box::new(webhook::Webhook::new(c)?)),
+        VendorKind::AliyunCdn => Ok(Box::new(aliyun::AliyunCdn::new(c, clock)?)),
+        VendorKind::AliyunEsa => Ok(Box::new(aliyun::AliyunEsa::new(c, clock)?)),
         other => anyhow::bail!("vendor `{}`: kind {other} is not available in this build yet", c.name),
     }
 }

@@ -175,7 +175,8 @@ impl Fixture {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open_dir(dir.path()).await.unwrap();
         let clock = ManualClock::new(T0 - 60_000);
-        let vendors = Vendors::from_config(&[webhook_vendor("hook", &recv.url(), max_urls)]).unwrap();
+        let vendors =
+            Vendors::from_config(&[webhook_vendor("hook", &recv.url(), max_urls)], Arc::new(clock.clone())).unwrap();
         let engine =
             Engine::new(store.clone(), vendors, Arc::new(clock.clone()), test_settings(), CancellationToken::new());
         Fixture { dir, store, clock, engine, recv }
