@@ -16,7 +16,7 @@ pub use jobs::{
 };
 pub use plans::{insert_plan, sync_config_plans, Plan, PlanChange};
 pub use quota::Reservation;
-pub use work::{Slice, SliceStart, Subtask, SubtaskWork, UrlOutcome};
+pub use work::{Slice, SliceStart, Subtask, SubtaskWork, UrlOutcome, VendorProgress};
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;

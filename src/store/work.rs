@@ -644,3 +644,59 @@ async fn refresh_slice(tx: &mut Tx, slice_id: i64, now: i64) -> Result<()> {
     }
     Ok(())
 }
+
+/// Per vendor account progress of a job: what was accepted and how each URL ended.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VendorProgress {
+    pub vendor: String,
+    pub urls_accepted: i64,
+    pub pending: i64,
+    pub done: i64,
+    pub failed: i64,
+    pub unknown: i64,
+    pub subtasks: i64,
+    pub subtasks_final: i64,
+    pub waiting: String,
+}
+
+impl Store {
+    pub async fn vendor_progress(&self, job_id: i64) -> Result<Vec<VendorProgress>> {
+        let rows = sqlx::query(
+            "SELECT st.vendor, SUM(st.urls_sent) AS sent, COUNT(*) AS n, \
+             SUM(st.status IN ('done', 'failed')) AS fin, MAX(st.wait_reason) AS waiting \
+             FROM subtasks st JOIN slices s ON s.id = st.slice_id WHERE s.job_id = ? GROUP BY st.vendor ORDER BY st.vendor",
+        )
+        .bind(job_id)
+        .fetch_all(self.pool())
+        .await?;
+        let mut out: Vec<VendorProgress> = rows
+            .iter()
+            .map(|r| VendorProgress {
+                vendor: r.get("vendor"),
+                urls_accepted: r.get("sent"),
+                subtasks: r.get("n"),
+                subtasks_final: r.get("fin"),
+                waiting: r.get::<Option<String>, _>("waiting").unwrap_or_default(),
+                ..Default::default()
+            })
+            .collect();
+        let outcomes: Vec<(String, String, i64)> = sqlx::query_as(
+            "SELECT st.vendor, o.status, COUNT(*) FROM url_outcomes o JOIN subtasks st ON st.id = o.subtask_id \
+             JOIN slices s ON s.id = st.slice_id WHERE s.job_id = ? GROUP BY st.vendor, o.status",
+        )
+        .bind(job_id)
+        .fetch_all(self.pool())
+        .await?;
+        for (vendor, status, n) in outcomes {
+            if let Some(p) = out.iter_mut().find(|p| p.vendor == vendor) {
+                match status.as_str() {
+                    "pending" => p.pending = n,
+                    "done" => p.done = n,
+                    "failed" => p.failed = n,
+                    _ => p.unknown = n,
+                }
+            }
+        }
+        Ok(out)
+    }
+}

@@ -158,7 +158,7 @@ pub fn test_settings() -> EngineSettings {
     }
 }
 
-/// 2026-11-24T02:00:00+08:00, the DESIGN.md example's start.
+/// 2026-11-30T02:00:00+08:00 (18:00 UTC the day before).
 pub const T0: i64 = 1_795_975_200_000;
 
 pub struct Fixture {

@@ -275,3 +275,52 @@ async fn bad_lines_are_rejected_with_their_numbers_and_duplicates_dropped() {
     assert!(matches!(err, preloadd::ingest::IngestError::MissingUrlList(ref r) if r.count == 2), "{err}");
     assert!(f.store.job_by_name("empty").await.unwrap().is_none());
 }
+
+#[tokio::test]
+async fn a_slice_over_the_daily_quota_waits_for_the_vendor_day_to_reset() {
+    use preloadd::clock::Clock;
+    let recv = crate::common::Receiver::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = preloadd::store::Store::open_dir(dir.path()).await.unwrap();
+    let clock = preloadd::clock::ManualClock::new(T0);
+    let mut vc = crate::common::webhook_vendor("hook", &recv.url(), 100);
+    vc.daily_quota = Some(4);
+    let vendors = preloadd::vendor::Vendors::from_config(&[vc], std::sync::Arc::new(clock.clone())).unwrap();
+    let engine = preloadd::engine::Engine::new(
+        store.clone(),
+        vendors,
+        std::sync::Arc::new(clock.clone()),
+        crate::common::test_settings(),
+        tokio_util::sync::CancellationToken::new(),
+    );
+    let new = preloadd::store::NewJob {
+        name: "quota".into(),
+        task_type: preloadd::model::TaskType::Preload,
+        vendors: vec!["hook".into()],
+        source: preloadd::model::JobSource::Api,
+        catch_up: CatchUp::Skip,
+    };
+    let text: String = (0..6).map(|i| format!("{}\n", url("quota", i))).collect();
+    let (job, _) = preloadd::ingest::create_job(&store, &new, text.as_bytes(), T0).await.unwrap();
+    let spec =
+        preloadd::config::PlanSpec { start_time: T0, end_time: T0 + 48 * 60 * MIN, interval_ms: MIN, slice_len: 2 };
+    let plan = store.create_plans(job, &[spec], "api", T0).await.unwrap()[0].id;
+    for t in [T0, T0 + MIN, T0 + 2 * MIN, T0 + 3 * MIN] {
+        clock.set(t);
+        engine.step().await.unwrap();
+    }
+    assert_eq!(recv.urls(), urls("quota", 0..4), "4 URLs is the whole day's quota");
+    let slices = store.slices_of_plan(plan).await.unwrap();
+    let waiting = &store.subtasks_of_slice(slices[2].id).await.unwrap()[0];
+    assert_eq!(waiting.status, SubmitStatus::Pending, "late, never dropped");
+    assert!(waiting.wait_reason.starts_with("quota"), "{}", waiting.wait_reason);
+    let reset = preloadd::quota::next_vendor_day(clock.now_ms());
+    assert_eq!(waiting.wait_until, Some(reset));
+    assert_eq!(preloadd::clock::rfc3339(reset), "2026-11-30T16:00:00.000Z", "Asia/Shanghai midnight");
+    clock.set(reset - 1);
+    engine.step().await.unwrap();
+    assert_eq!(recv.urls().len(), 4);
+    clock.set(reset);
+    engine.step().await.unwrap();
+    assert_eq!(recv.urls(), urls("quota", 0..6), "sent once the vendor day turned");
+}

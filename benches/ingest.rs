@@ -1,0 +1,59 @@
+//! Ingest benchmark: URLs per second to load a list file into a job, and peak memory (VmHWM).
+//!
+//! `cargo bench --bench ingest -- 1000000 10000000` measures the given list sizes. Under
+//! `cargo test` (no `--bench` flag) it runs one small size as a smoke test.
+
+use std::io::Write;
+use std::time::Instant;
+
+use preloadd::model::{CatchUp, JobSource, TaskType};
+use preloadd::store::{NewJob, Store};
+
+fn peak_rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).map(|l| l.to_string()))
+        .and_then(|l| l.split_whitespace().nth(1).and_then(|n| n.parse().ok()))
+        .unwrap_or(0)
+}
+
+#[tokio::main]
+async fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let bench = args.iter().any(|a| a == "--bench");
+    let sizes: Vec<u64> = args.iter().filter_map(|a| a.parse().ok()).collect();
+    let sizes = match (bench, sizes.is_empty()) {
+        (false, _) => vec![1_000],
+        (true, true) => vec![1_000_000],
+        (true, false) => sizes,
+    };
+    for n in sizes {
+        let dir = tempfile::tempdir().unwrap();
+        let list = dir.path().join("list.txt");
+        {
+            let mut f = std::io::BufWriter::new(std::fs::File::create(&list).unwrap());
+            for i in 0..n {
+                writeln!(f, "https://cdn{}.example.com/assets/{i:010}/app.bundle.js?v=3", i % 7).unwrap();
+            }
+        }
+        let store = Store::open_dir(&dir.path().join("state")).await.unwrap();
+        let new = NewJob {
+            name: "bench".into(),
+            task_type: TaskType::Preload,
+            vendors: vec!["v".into()],
+            source: JobSource::Api,
+            catch_up: CatchUp::Skip,
+        };
+        let file = tokio::io::BufReader::with_capacity(64 * 1024, tokio::fs::File::open(&list).await.unwrap());
+        let started = Instant::now();
+        let (_, report) = preloadd::ingest::create_job(&store, &new, file, 0).await.unwrap();
+        let secs = started.elapsed().as_secs_f64();
+        assert_eq!(report.added, n);
+        println!(
+            "ingest: {n} URLs in {secs:.2} s = {:.0} URLs/s; peak RSS so far {} MiB",
+            n as f64 / secs,
+            peak_rss_kib() / 1024
+        );
+        store.close().await;
+    }
+}
