@@ -43,7 +43,7 @@ pub async fn run(
     let cancel = CancellationToken::new();
     let engine = Engine::new(store.clone(), vendors, opts.clock.clone(), opts.settings, cancel.clone());
 
-    let app = crate::api::router(crate::api::AppState { engine: engine.clone() });
+    let app = crate::api::router(crate::api::AppState { engine: engine.clone(), token: config.api.token.clone() });
     let api_cancel = cancel.clone();
     let addr = listener.local_addr()?;
     let api = tokio::spawn(async move {

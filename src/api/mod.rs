@@ -1,28 +1,91 @@
-//! The HTTP API (axum): routes, authentication, request ids and the error mapping to the seed
-//! error codes. Handlers translate between API types and the store; no SQL here.
+//! The HTTP API (axum): routes, bearer-token authentication, request ids and the mapping of
+//! errors to the seeds' codes. Handlers translate between API types and the store; no SQL here.
+
+mod handlers;
 
 use std::sync::Arc;
 
-use axum::extract::State;
+use axum::extract::{Request, State};
 use axum::http::StatusCode;
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::json;
 
+use crate::config::Secret;
 use crate::engine::Engine;
+use crate::store::StoreError;
 
 /// What every handler can reach.
 #[derive(Clone)]
 pub struct AppState {
     pub engine: Arc<Engine>,
+    pub token: Option<Secret>,
 }
 
 pub fn router(state: AppState) -> Router {
-    Router::new().route("/healthz", get(healthz)).route("/readyz", get(readyz)).with_state(state)
+    let v1 = Router::new()
+        .route("/v1/jobs", post(handlers::create_job).get(handlers::list_jobs))
+        .route("/v1/jobs/{id}", get(handlers::get_job).delete(handlers::delete_job))
+        .route("/v1/jobs/{id}/reset", post(handlers::reset_job))
+        .route("/v1/jobs/{id}/urls", post(handlers::append_urls))
+        .route("/v1/jobs/{id}/plans", post(handlers::create_plans).get(handlers::list_plans))
+        .route("/v1/plans/{id}", get(handlers::get_plan).patch(handlers::update_plan).delete(handlers::delete_plan))
+        .route("/v1/plans/{id}/start", post(handlers::start_plan))
+        .route("/v1/plans/{id}/stop", post(handlers::stop_plan))
+        .route("/v1/tasks", get(handlers::list_tasks))
+        .route("/v1/vendors", get(handlers::list_vendors))
+        .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
+    Router::new()
+        .merge(v1)
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .layer(axum::extract::DefaultBodyLimit::max(1 << 20))
+        .with_state(state)
 }
 
-/// A fresh request id (the seeds use UUID-like ids; ours are random hex).
+/// Every `/v1` route needs `Authorization: Bearer <token>`, compared in constant time. A token
+/// in the query string is refused, so it never lands in access logs.
+async fn authenticate(State(s): State<AppState>, req: Request, next: Next) -> Result<Response, ApiError> {
+    let Some(token) = &s.token else {
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "Unauthorized",
+            "the daemon has no API token configured ([api] token_file)",
+        ));
+    };
+    if req
+        .uri()
+        .query()
+        .is_some_and(|q| q.split('&').any(|kv| kv.starts_with("token=") || kv.starts_with("access_token=")))
+    {
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "Unauthorized",
+            "tokens are accepted only in the Authorization header",
+        ));
+    }
+    let given = req
+        .headers()
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    if !constant_time_eq(given.as_bytes(), token.expose().as_bytes()) {
+        return Err(ApiError::new(StatusCode::UNAUTHORIZED, "Unauthorized", "a valid bearer token is required"));
+    }
+    Ok(next.run(req).await)
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    use sha2::{Digest, Sha256};
+    // Hashing first makes the comparison independent of the lengths too.
+    let (ha, hb) = (Sha256::digest(a), Sha256::digest(b));
+    ha.iter().zip(hb.iter()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// A fresh request id (UUID-shaped random hex, like the seeds' RequestId).
 pub fn request_id() -> String {
     let bytes: [u8; 16] = rand::random();
     let h = hex::encode_upper(bytes);
@@ -37,10 +100,44 @@ pub struct ApiError {
     pub message: String,
 }
 
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError { status, code, message: message.into() }
+    }
+
+    pub fn invalid(message: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::BAD_REQUEST, "InvalidParameter", message)
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = json!({"code": self.code, "message": self.message, "request_id": request_id()});
         (self.status, Json(body)).into_response()
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound => {
+                ApiError::new(StatusCode::NOT_FOUND, "InvalidJob.NotFound", "the job does not exist")
+            }
+            StoreError::EndBeforeStart => ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "InvalidEndTime.Mismatch",
+                "the specified end_time is earlier than the start_time",
+            ),
+            StoreError::Conflict(m) => ApiError::invalid(m),
+            other => {
+                tracing::error!(error = %other, "internal error");
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "InternalError",
+                    "internal error; see the daemon's log",
+                )
+            }
+        }
     }
 }
 
@@ -49,10 +146,8 @@ async fn healthz() -> Json<serde_json::Value> {
 }
 
 async fn readyz(State(s): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
-    s.engine.store().check_writable().await.map_err(|e| ApiError {
-        status: StatusCode::SERVICE_UNAVAILABLE,
-        code: "NotReady",
-        message: format!("the database is not writable: {e}"),
+    s.engine.store().check_writable().await.map_err(|e| {
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "NotReady", format!("the database is not writable: {e}"))
     })?;
     Ok(Json(json!({"status": "ready", "request_id": request_id()})))
 }

@@ -8,6 +8,7 @@
 mod jobs;
 mod plans;
 mod quota;
+mod tasks;
 mod work;
 
 pub use jobs::{
@@ -16,6 +17,7 @@ pub use jobs::{
 };
 pub use plans::{insert_plan, sync_config_plans, Plan, PlanChange};
 pub use quota::Reservation;
+pub use tasks::{TaskFilter, TaskView};
 pub use work::{Slice, SliceStart, Subtask, SubtaskWork, UrlOutcome, VendorProgress};
 
 use std::path::{Path, PathBuf};

@@ -1,0 +1,419 @@
+//! Route handlers: request and response types of the API, translated to and from the store.
+
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::Json;
+use futures_util::TryStreamExt;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tokio_util::io::StreamReader;
+
+use super::{request_id, ApiError, AppState};
+use crate::clock::rfc3339;
+use crate::config::{parse_duration, parse_time, supports, PlanSpec};
+use crate::ingest::{self, IngestError};
+use crate::model::{CatchUp, JobSource, TaskType};
+use crate::store::{Job, NewJob, Plan, PlanChange, StoreError, TaskFilter};
+
+type ApiResult = Result<Json<Value>, ApiError>;
+
+fn with_id(mut v: Value) -> Json<Value> {
+    v["request_id"] = json!(request_id());
+    Json(v)
+}
+
+fn job_json(j: &Job) -> Value {
+    json!({
+        "id": j.id, "name": j.name, "task_type": j.task_type, "vendors": j.vendors, "source": j.source,
+        "declarative": j.source == JobSource::Config, "catch_up": j.catch_up, "url_count": j.url_count,
+        "cursor": j.cursor, "rejected_count": j.rejected_count, "rejected_report": j.rejected_report,
+        "created_at": rfc3339(j.created_at), "updated_at": rfc3339(j.updated_at),
+    })
+}
+
+fn plan_json(p: &Plan) -> Value {
+    json!({
+        "id": p.id, "job_id": p.job_id, "start_time": rfc3339(p.start_time), "end_time": rfc3339(p.end_time),
+        "interval": p.interval_ms as f64 / 1000.0, "slice_len": p.slice_len, "status": p.status,
+        "error_info": p.error_info, "slices_sent": p.slices_sent, "urls_sent": p.urls_sent,
+        "next_due": p.next_due.map(rfc3339), "source": p.source,
+    })
+}
+
+fn not_found_plan(e: StoreError) -> ApiError {
+    match e {
+        StoreError::NotFound => {
+            ApiError::new(StatusCode::NOT_FOUND, "InvalidExecution.NotFound", "the plan (execution) does not exist")
+        }
+        other => other.into(),
+    }
+}
+
+fn ingest_error(e: IngestError) -> ApiError {
+    match e {
+        IngestError::MissingUrlList(_) => ApiError::new(StatusCode::BAD_REQUEST, "MissingUrlList", e.to_string()),
+        IngestError::Store(s) => s.into(),
+        other => ApiError::invalid(other.to_string()),
+    }
+}
+
+async fn editable_job(s: &AppState, id: i64) -> Result<Job, ApiError> {
+    let job = s.engine.store().job(id).await?;
+    if job.source == JobSource::Config {
+        return Err(ApiError::invalid(format!(
+            "job `{}` is declared in the config file; edit the config and reload instead",
+            job.name
+        )));
+    }
+    Ok(job)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateJob {
+    name: String,
+    task_type: TaskType,
+    vendors: Vec<String>,
+    #[serde(default)]
+    urls: Vec<String>,
+    catch_up: Option<CatchUp>,
+}
+
+pub async fn create_job(
+    State(s): State<AppState>,
+    Json(b): Json<CreateJob>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    if b.name.trim().is_empty() {
+        return Err(ApiError::invalid("name must not be empty"));
+    }
+    if b.vendors.is_empty() {
+        return Err(ApiError::invalid("vendors must name at least one vendor account"));
+    }
+    let vendors = s.engine.vendors();
+    for v in &b.vendors {
+        let Some(acc) = vendors.get(v) else { return Err(ApiError::invalid(format!("unknown vendor account `{v}`"))) };
+        if !supports(acc.config.kind, b.task_type) {
+            return Err(ApiError::invalid(format!("vendor `{v}` ({}) cannot do {}", acc.config.kind, b.task_type)));
+        }
+    }
+    if b.urls.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "MissingUrlList",
+            "give the URLs to preload or refresh in `urls`",
+        ));
+    }
+    let new = NewJob {
+        name: b.name.trim().to_string(),
+        task_type: b.task_type,
+        vendors: b.vendors,
+        source: JobSource::Api,
+        catch_up: b.catch_up.unwrap_or(CatchUp::Skip),
+    };
+    let text: String = b.urls.iter().map(|u| format!("{}\n", u.replace(['\n', '\r'], " "))).collect();
+    let now = s.engine.now();
+    let (id, report) = ingest::create_job(s.engine.store(), &new, text.as_bytes(), now).await.map_err(ingest_error)?;
+    let job = s.engine.store().job(id).await?;
+    let mut v = job_json(&job);
+    v["added"] = json!(report.added);
+    v["rejected"] = json!(report.rejected.count);
+    Ok((StatusCode::CREATED, with_id(v)))
+}
+
+/// `POST /v1/jobs/{id}/urls`: a text/plain stream, one URL a line, appended in one transaction.
+pub async fn append_urls(State(s): State<AppState>, Path(id): Path<i64>, body: Body) -> ApiResult {
+    editable_job(&s, id).await?;
+    let stream = body.into_data_stream().map_err(std::io::Error::other);
+    let reader = tokio::io::BufReader::new(StreamReader::new(stream));
+    let mut tx = s.engine.store().write().await?;
+    let report = ingest::stream_into(&mut tx, id, reader).await.map_err(ingest_error)?;
+    tx.commit().await.map_err(StoreError::from)?;
+    s.engine.nudge();
+    let job = s.engine.store().job(id).await?;
+    let mut v = job_json(&job);
+    v["added"] = json!(report.added);
+    v["rejected"] = json!(report.rejected.count);
+    v["rejected_lines"] = json!(report.rejected.render());
+    Ok(with_id(v))
+}
+
+#[derive(Deserialize)]
+pub struct Paging {
+    page_num: Option<i64>,
+    page_size: Option<i64>,
+    name: Option<String>,
+}
+
+fn paging(num: Option<i64>, size: Option<i64>) -> Result<(i64, i64), ApiError> {
+    let num = num.unwrap_or(1);
+    let size = size.unwrap_or(10);
+    if num < 1 {
+        return Err(ApiError::invalid("page_num must be at least 1"));
+    }
+    if !(1..=100).contains(&size) {
+        return Err(ApiError::invalid("page_size must be between 1 and 100"));
+    }
+    Ok((num, size))
+}
+
+pub async fn list_jobs(State(s): State<AppState>, Query(q): Query<Paging>) -> ApiResult {
+    let (num, size) = paging(q.page_num, q.page_size)?;
+    let (jobs, total) = s.engine.store().list_jobs(q.name.as_deref(), (num - 1) * size, size).await?;
+    Ok(with_id(json!({
+        "jobs": jobs.iter().map(job_json).collect::<Vec<_>>(),
+        "pagination": {"page_num": num, "page_size": size, "total": total},
+    })))
+}
+
+pub async fn get_job(State(s): State<AppState>, Path(id): Path<i64>) -> ApiResult {
+    let job = s.engine.store().job(id).await?;
+    let plans = s.engine.store().plans_of_job(id).await?;
+    let progress = s.engine.store().vendor_progress(id).await?;
+    let mut v = job_json(&job);
+    v["submitted_count"] = json!(progress.iter().map(|p| p.urls_accepted).min().unwrap_or(0));
+    v["plans"] = json!(plans.iter().map(plan_json).collect::<Vec<_>>());
+    v["vendors_progress"] = json!(progress
+        .iter()
+        .map(|p| json!({"vendor": p.vendor, "urls_accepted": p.urls_accepted, "pending": p.pending, "done": p.done,
+                        "failed": p.failed, "unknown": p.unknown, "waiting": p.waiting}))
+        .collect::<Vec<_>>());
+    Ok(with_id(v))
+}
+
+pub async fn delete_job(State(s): State<AppState>, Path(id): Path<i64>) -> ApiResult {
+    editable_job(&s, id).await?;
+    let inflight = s.engine.store().slices_of_job(id).await?.iter().any(|sl| !sl.status.is_recorded());
+    if inflight {
+        return Err(ApiError::invalid("the job has a slice in flight; stop its plans and retry when it is recorded"));
+    }
+    s.engine.store().delete_job(id).await?;
+    Ok(with_id(json!({"id": id, "deleted": true})))
+}
+
+pub async fn reset_job(State(s): State<AppState>, Path(id): Path<i64>) -> ApiResult {
+    editable_job(&s, id).await?;
+    s.engine.store().reset_job(id, s.engine.now()).await?;
+    Ok(with_id(job_json(&s.engine.store().job(id).await?)))
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+pub enum Seconds {
+    Number(f64),
+    Text(String),
+}
+
+impl Seconds {
+    fn millis(&self, key: &str) -> Result<i64, ApiError> {
+        let ms = match self {
+            Seconds::Number(n) if n.is_finite() && *n > 0.0 => (*n * 1000.0) as i64,
+            Seconds::Text(t) => {
+                parse_duration(t).map_err(|m| ApiError::invalid(format!("{key}: {m}")))?.as_millis() as i64
+            }
+            _ => 0,
+        };
+        if ms <= 0 {
+            return Err(ApiError::invalid(format!("{key} must be more than 0")));
+        }
+        Ok(ms)
+    }
+}
+
+fn time(key: &str, t: &str) -> Result<i64, ApiError> {
+    parse_time(t).map_err(|m| ApiError::new(StatusCode::BAD_REQUEST, "TimeParseFailed", format!("{key}: {m}")))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlanInput {
+    start_time: String,
+    end_time: String,
+    interval: Seconds,
+    slice_len: i64,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreatePlans {
+    plans: Vec<PlanInput>,
+}
+
+pub async fn create_plans(
+    State(s): State<AppState>,
+    Path(id): Path<i64>,
+    Json(b): Json<CreatePlans>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    editable_job(&s, id).await?;
+    if b.plans.is_empty() {
+        return Err(ApiError::invalid("plans must hold at least one plan"));
+    }
+    let mut specs = Vec::new();
+    for p in &b.plans {
+        let spec = PlanSpec {
+            start_time: time("start_time", &p.start_time)?,
+            end_time: time("end_time", &p.end_time)?,
+            interval_ms: p.interval.millis("interval")?,
+            slice_len: p.slice_len,
+        };
+        if spec.slice_len <= 0 {
+            return Err(ApiError::invalid("slice_len must be at least 1"));
+        }
+        specs.push(spec);
+    }
+    let plans = s.engine.store().create_plans(id, &specs, "api", s.engine.now()).await?;
+    s.engine.nudge();
+    Ok((StatusCode::CREATED, with_id(json!({"plans": plans.iter().map(plan_json).collect::<Vec<_>>()}))))
+}
+
+pub async fn list_plans(State(s): State<AppState>, Path(id): Path<i64>) -> ApiResult {
+    s.engine.store().job(id).await?;
+    let plans = s.engine.store().plans_of_job(id).await?;
+    let n = plans.len();
+    Ok(with_id(json!({
+        "plans": plans.iter().map(plan_json).collect::<Vec<_>>(),
+        "pagination": {"page_num": 1, "page_size": n, "total": n},
+    })))
+}
+
+pub async fn get_plan(State(s): State<AppState>, Path(id): Path<i64>) -> ApiResult {
+    let plan = s.engine.store().plan(id).await.map_err(not_found_plan)?;
+    Ok(with_id(plan_json(&plan)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlanPatch {
+    start_time: Option<String>,
+    end_time: Option<String>,
+    interval: Option<Seconds>,
+    slice_len: Option<i64>,
+}
+
+async fn editable_plan(s: &AppState, id: i64) -> Result<Plan, ApiError> {
+    let plan = s.engine.store().plan(id).await.map_err(not_found_plan)?;
+    editable_job(s, plan.job_id).await?;
+    Ok(plan)
+}
+
+/// Seed 002 (UpdateScheduledPreloadExecution): every field optional; the answer is the plan.
+pub async fn update_plan(State(s): State<AppState>, Path(id): Path<i64>, Json(b): Json<PlanPatch>) -> ApiResult {
+    editable_plan(&s, id).await?;
+    let change = PlanChange {
+        start_time: b.start_time.as_deref().map(|t| time("start_time", t)).transpose()?,
+        end_time: b.end_time.as_deref().map(|t| time("end_time", t)).transpose()?,
+        interval_ms: b.interval.as_ref().map(|i| i.millis("interval")).transpose()?,
+        slice_len: b.slice_len,
+    };
+    if change.slice_len.is_some_and(|n| n <= 0) {
+        return Err(ApiError::invalid("slice_len must be at least 1"));
+    }
+    let plan = s.engine.store().update_plan(id, &change, s.engine.now()).await.map_err(not_found_plan)?;
+    s.engine.nudge();
+    Ok(with_id(plan_json(&plan)))
+}
+
+pub async fn start_plan(State(s): State<AppState>, Path(id): Path<i64>) -> ApiResult {
+    editable_plan(&s, id).await?;
+    let plan = s.engine.store().start_plan(id, s.engine.now()).await.map_err(not_found_plan)?;
+    s.engine.nudge();
+    Ok(with_id(plan_json(&plan)))
+}
+
+pub async fn stop_plan(State(s): State<AppState>, Path(id): Path<i64>) -> ApiResult {
+    editable_plan(&s, id).await?;
+    let plan = s.engine.store().stop_plan(id, s.engine.now()).await.map_err(not_found_plan)?;
+    Ok(with_id(plan_json(&plan)))
+}
+
+pub async fn delete_plan(State(s): State<AppState>, Path(id): Path<i64>) -> ApiResult {
+    editable_plan(&s, id).await?;
+    s.engine.store().delete_plan(id).await.map_err(not_found_plan)?;
+    Ok(with_id(json!({"id": id, "deleted": true})))
+}
+
+#[derive(Deserialize)]
+pub struct TaskQuery {
+    task_id: Option<i64>,
+    task_type: Option<String>,
+    start_time: Option<i64>,
+    end_time: Option<i64>,
+    domain: Option<String>,
+    url: Option<String>,
+    status: Option<String>,
+    page_num: Option<i64>,
+    page_size: Option<i64>,
+}
+
+/// Seed 001 (ListContentTasks): without a valid time range, the past 24 hours.
+pub async fn list_tasks(State(s): State<AppState>, Query(q): Query<TaskQuery>) -> ApiResult {
+    let (num, size) = paging(q.page_num, q.page_size)?;
+    if let Some(t) = &q.task_type {
+        t.parse::<TaskType>().map_err(ApiError::invalid)?;
+    }
+    if let Some(st) = &q.status {
+        if st != "executing" && st != "done" {
+            return Err(ApiError::invalid("status is executing or done"));
+        }
+    }
+    let now = s.engine.now();
+    let (start_ms, end_ms) = match (q.start_time, q.end_time) {
+        (Some(a), Some(b)) if a >= 0 && a < b => (a * 1000, b * 1000),
+        _ => (now - 86_400_000, now + 1),
+    };
+    let filter = TaskFilter {
+        task_id: q.task_id,
+        task_type: q.task_type,
+        start_ms,
+        end_ms,
+        domain: q.domain,
+        url: q.url,
+        status: q.status,
+        offset: (num - 1) * size,
+        limit: size,
+    };
+    let vendors = s.engine.vendors();
+    let (tasks, total) = s.engine.store().list_tasks(&filter).await?;
+    let tasks: Vec<Value> = tasks
+        .iter()
+        .map(|t| {
+            let status = if t.slice.status.is_final() { "done" } else { "executing" };
+            json!({
+                "task_id": t.slice.id.to_string(), "task_type": t.task_type, "created_at": t.slice.created_at / 1000,
+                "end_at": t.slice.done_at.map(|d| d / 1000), "task_status": status, "job_id": t.slice.job_id,
+                "plan_id": t.slice.plan_id,
+                "subtasks": t.subtasks.iter().map(|st| json!({
+                    "vendor": vendors.get(&st.vendor).map(|a| a.config.kind.as_str()).unwrap_or("unknown"),
+                    "account": st.vendor, "product_type": "cdn", "vendor_task_ids": st.vendor_task_ids,
+                    "submit_status": st.status, "description": if st.error_code.is_empty() { st.wait_reason.clone() } else { format!("{}: {}", st.error_code, st.error_message) },
+                    "urls": t.urls,
+                })).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    Ok(with_id(json!({"tasks": tasks, "pagination": {"page_num": num, "page_size": size, "total": total}})))
+}
+
+pub async fn list_vendors(State(s): State<AppState>) -> ApiResult {
+    let day = crate::quota::vendor_day(s.engine.now());
+    let reset = rfc3339(crate::quota::next_vendor_day(s.engine.now()));
+    let mut out = Vec::new();
+    for acc in s.engine.vendors().iter() {
+        let caps = acc.api.capabilities();
+        let known = |b: bool| if b { json!(true) } else { json!("unknown") };
+        let quota = s.engine.store().quota_state(acc.name(), &day).await?;
+        let stats = &acc.stats;
+        out.push(json!({
+            "name": acc.name(), "kind": acc.config.kind, "endpoint": acc.config.endpoint,
+            "requests_per_second": acc.config.requests_per_second,
+            "max_urls_per_request": acc.config.max_urls_per_request, "daily_quota": acc.config.daily_quota,
+            "capabilities": {"preload": caps.preload, "refresh_file": caps.refresh_file, "refresh_dir": caps.refresh_dir,
+                             "task_status": known(caps.task_status), "quota": known(caps.quota)},
+            "health": {"calls": stats.calls.load(std::sync::atomic::Ordering::Relaxed),
+                       "errors": stats.errors.load(std::sync::atomic::Ordering::Relaxed),
+                       "limiter_waits": stats.limiter_waits.load(std::sync::atomic::Ordering::Relaxed)},
+            "quota": quota.iter().map(|(b, q, r, u)| json!({"bucket": b, "quota": q, "remaining": r, "used": u, "resets_at": reset})).collect::<Vec<_>>(),
+        }));
+    }
+    Ok(with_id(json!({"vendors": out})))
+}
