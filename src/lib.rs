@@ -9,6 +9,7 @@
 //! - [`engine`]: plans → slices → subtasks, retries, polling, crash reconciliation.
 //! - [`vendor`]: the vendor trait, per-account limiters, and each vendor client.
 //! - [`api`]: the HTTP API; [`daemon`]: `serve`; [`cli`]: the command line.
+//! - [`emulator`]: Alibaba Cloud CDN and ESA emulated over loopback HTTP (`preloadd emulator`).
 //! - [`clock`], [`quota`], [`logging`], [`summary`]: small helpers.
 
 pub mod api;
@@ -16,6 +17,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod daemon;
+pub mod emulator;
 pub mod engine;
 pub mod ingest;
 pub mod logging;
