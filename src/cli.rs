@@ -29,6 +29,19 @@ pub enum Command {
     Serve,
     /// Validate the config and print a summary; exit 78 on error.
     CheckConfig,
+    /// Run a real job end to end against the built-in vendor emulator (under a minute).
+    Demo,
+    /// Serve every emulated vendor API on one listener, for staging a config.
+    Emulator {
+        #[arg(long, default_value = "127.0.0.1:9900")]
+        listen: std::net::SocketAddr,
+        /// Append one JSON line per accepted vendor request to this file.
+        #[arg(long)]
+        ledger: Option<PathBuf>,
+        /// ID:SECRET; repeatable. Default demo-ak:demo-sk.
+        #[arg(long = "access-key", value_parser = parse_key)]
+        access_keys: Vec<(String, String)>,
+    },
     /// Copy the state database to PATH while the daemon runs (VACUUM INTO).
     Backup { path: PathBuf },
     /// Recurring schedules.
@@ -88,6 +101,22 @@ fn load(cli: &Cli) -> Result<Config, ConfigError> {
 async fn run(cli: Cli) -> i32 {
     match &cli.command {
         Command::CheckConfig => check_config(&cli).await,
+        Command::Demo => {
+            if std::env::var_os("RUST_LOG").is_some() {
+                crate::logging::init(crate::config::LogFormat::Auto);
+            }
+            match crate::demo::run().await {
+                Ok(()) => EXIT_OK,
+                Err(e) => {
+                    eprintln!("preloadd demo: {e:#}");
+                    EXIT_FAILURE
+                }
+            }
+        }
+        Command::Emulator { listen, ledger, access_keys } => {
+            crate::logging::init(crate::config::LogFormat::Auto);
+            crate::emulator::run_cli(*listen, ledger.clone(), access_keys.clone()).await
+        }
         Command::Schedule { command: ScheduleCommand::Preview { cron, timezone, from, count } } => {
             match schedule_preview(cron, timezone, from.as_deref(), *count) {
                 Ok(lines) => {
@@ -189,4 +218,11 @@ pub fn schedule_preview(expr: &str, tz: &str, from: Option<&str>, count: usize) 
         .into_iter()
         .map(|t| t.with_timezone(&zone).to_rfc3339_opts(chrono::SecondsFormat::Secs, false))
         .collect())
+}
+
+fn parse_key(s: &str) -> Result<(String, String), String> {
+    match s.split_once(':') {
+        Some((id, secret)) if !id.is_empty() && !secret.is_empty() => Ok((id.to_string(), secret.to_string())),
+        _ => Err("expected ID:SECRET".to_string()),
+    }
 }

@@ -10,6 +10,7 @@
 //! - [`vendor`]: the vendor trait, per-account limiters, and each vendor client.
 //! - [`api`]: the HTTP API; [`daemon`]: `serve`; [`cli`]: the command line.
 //! - [`cron`]: cron rules and DST-correct firing times; [`sign`]: vendor request signatures.
+//! - [`emulator`]: Alibaba Cloud CDN and ESA emulated over loopback HTTP (`preloadd emulator`).
 //! - [`clock`], [`quota`], [`logging`], [`summary`]: small helpers.
 
 pub mod api;
@@ -18,6 +19,8 @@ pub mod clock;
 pub mod config;
 pub mod cron;
 pub mod daemon;
+pub mod demo;
+pub mod emulator;
 pub mod engine;
 pub mod ingest;
 pub mod logging;

@@ -21,6 +21,8 @@ use crate::sign::{self, HttpParts};
 
 const CDN_VERSION: &str = "2018-05-10";
 const ESA_VERSION: &str = "2024-09-10";
+/// DescribePreloadTasks / DescribePurgeTasks take PageSize 1 to 50.
+const ESA_PAGE_SIZE: u64 = 50;
 
 /// The signed transport shared by both products.
 struct Acs {
@@ -371,7 +373,7 @@ impl AliyunEsa {
                 p("StartTime", iso(since_ms)),
                 p("EndTime", iso(self.acs.clock.now_ms() + 60_000)),
                 p("PageNumber", page.to_string()),
-                p("PageSize", "100"),
+                p("PageSize", ESA_PAGE_SIZE.to_string()),
             ];
             if task != TaskType::Preload {
                 params.push(p("Type", if task == TaskType::RefreshDir { "directory" } else { "file" }));
@@ -380,7 +382,7 @@ impl AliyunEsa {
             let tasks = body["Tasks"].as_array().cloned().unwrap_or_default();
             out.extend(tasks.iter().map(|t| task_tuple(t, "Content")));
             let total = number(&body["TotalCount"]).unwrap_or(0);
-            if tasks.is_empty() || (page * 100) as u64 >= total {
+            if tasks.is_empty() || page * ESA_PAGE_SIZE >= total {
                 break;
             }
         }

@@ -128,3 +128,19 @@ fn serve_refuses_an_unwritable_state_dir_clearly() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("afile/state") && err.contains("cannot create it"), "{err}");
 }
+
+#[test]
+fn demo_runs_end_to_end_against_the_emulator() {
+    let out = Command::new(BIN).arg("demo").output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("summary after"), "{stdout}");
+    for vendor in ["ali-cdn", "ali-esa"] {
+        let line = stdout.lines().find(|l| l.trim_start().starts_with(vendor) && !l.contains('[')).unwrap();
+        let cols: Vec<&str> = line.split_whitespace().collect();
+        assert_eq!(cols[1], "400", "every URL submitted to {vendor}: {line}");
+        let done: i64 = cols[2].parse().unwrap();
+        let failed: i64 = cols[3].parse().unwrap();
+        assert_eq!(done + failed, 400, "every URL tracked to an outcome at {vendor}: {line}");
+    }
+}
