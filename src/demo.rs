@@ -103,7 +103,14 @@ pub async fn run() -> anyhow::Result<()> {
     let state_dir = cfg.daemon.state_dir.clone();
     // Migrate before the daemon starts, so the watcher below and the daemon never race for it.
     Store::open_dir(&state_dir).await?.close().await;
-    let daemon = tokio::spawn(daemon::run(cfg, listener, async move { let _ = stop_rx.await; }, opts));
+    let daemon = tokio::spawn(daemon::run(
+        cfg,
+        listener,
+        async move {
+            let _ = stop_rx.await;
+        },
+        opts,
+    ));
 
     // Watch the state database the daemon writes, as `preloadd watch` would.
     let store = loop {
@@ -150,11 +157,23 @@ pub async fn run() -> anyhow::Result<()> {
     let ledger = emu.ledger();
     let mut out = String::new();
     let _ = writeln!(out, "\nsummary after {:.1} s:", started.elapsed().as_secs_f64());
-    let _ = writeln!(out, "  {:<8} {:>9} {:>6} {:>7} {:>8} {:>9}", "vendor", "submitted", "done", "failed", "unknown", "requests");
+    let _ = writeln!(
+        out,
+        "  {:<8} {:>9} {:>6} {:>7} {:>8} {:>9}",
+        "vendor", "submitted", "done", "failed", "unknown", "requests"
+    );
     for p in &progress {
-        let kind = if p.vendor == "ali-cdn" { crate::model::VendorKind::AliyunCdn } else { crate::model::VendorKind::AliyunEsa };
+        let kind = if p.vendor == "ali-cdn" {
+            crate::model::VendorKind::AliyunCdn
+        } else {
+            crate::model::VendorKind::AliyunEsa
+        };
         let requests = ledger.iter().filter(|r| r.vendor == kind).count();
-        let _ = writeln!(out, "  {:<8} {:>9} {:>6} {:>7} {:>8} {:>9}", p.vendor, p.urls_accepted, p.done, p.failed, p.unknown, requests);
+        let _ = writeln!(
+            out,
+            "  {:<8} {:>9} {:>6} {:>7} {:>8} {:>9}",
+            p.vendor, p.urls_accepted, p.done, p.failed, p.unknown, requests
+        );
     }
     let total: i64 = progress.iter().map(|p| p.urls_accepted).sum();
     let _ = writeln!(

@@ -266,13 +266,19 @@ async fn vendor_call(
         Err(e) => debug!(vendor = %vendor, action = call.action, code = e.code, "vendor call refused"),
     }
     match outcome {
-        Ok(_) if faults::roll(faults.drop_after_accept_rate) => {
+        // Only submissions are dropped: that is the case that can duplicate work (the vendor
+        // has the task, the client does not know); a dropped query is just a failed query.
+        Ok(_) if is_submit(call.action) && faults::roll(faults.drop_after_accept_rate) => {
             warn!(vendor = %vendor, action = call.action, "fault: dropping the connection after accepting");
             dropped_connection()
         }
         Ok(body) => protocol::ok_response(body, &call.request_id),
         Err(e) => e.into_response_for(Some(&call)),
     }
+}
+
+fn is_submit(action: &str) -> bool {
+    matches!(action, "PushObjectCache" | "RefreshObjectCaches" | "PreloadCaches" | "PurgeCaches")
 }
 
 fn answer(state: &EmulatorState, call: &Call, faults: &FaultSet) -> Result<Value, AliError> {

@@ -5,3 +5,4 @@ mod common;
 mod config_cli;
 mod engine;
 mod serve;
+mod vendors;

@@ -1,0 +1,155 @@
+//! The Alibaba Cloud clients against the emulator, through the engine, over loopback HTTP.
+
+use std::sync::Arc;
+
+use preloadd::clock::{Clock, ManualClock};
+use preloadd::config::{PlanSpec, Secret, VendorConfig, VendorOptions};
+use preloadd::emulator::{self, EmulatorOptions, EmulatorState, FaultSet};
+use preloadd::engine::Engine;
+use preloadd::model::{CatchUp, JobSource, PlanStatus, SubmitStatus, TaskType, UrlStatus, VendorKind};
+use preloadd::store::{NewJob, Store};
+use preloadd::vendor::Vendors;
+use tokio_util::sync::CancellationToken;
+
+use crate::common::{test_settings, T0};
+
+struct World {
+    _dir: tempfile::TempDir,
+    store: Store,
+    clock: ManualClock,
+    engine: Arc<Engine>,
+    emu: Arc<EmulatorState>,
+}
+
+async fn world(kind: VendorKind, secret: &str, fail_fraction: f64) -> World {
+    let clock = ManualClock::new(T0 - 1000);
+    let mut opts = EmulatorOptions::with_keys(vec![("demo-ak".into(), "demo-sk".into())]);
+    opts.clock = Arc::new(clock.clone());
+    opts.task_ms = 3_000;
+    opts.fail_fraction = fail_fraction;
+    let (app, emu) = emulator::router(opts).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let vc = VendorConfig {
+        name: "ali".into(),
+        kind,
+        endpoint,
+        access_key_id: "demo-ak".into(),
+        secret: Secret::new(secret),
+        requests_per_second: 20,
+        status_requests_per_second: 20,
+        max_urls_per_request: 100,
+        daily_quota: Some(1_000),
+        concurrency: 2,
+        timeout: std::time::Duration::from_secs(5),
+        max_retries: 3,
+        options: VendorOptions { site_id: Some("1234".into()), ..Default::default() },
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open_dir(dir.path()).await.unwrap();
+    let vendors = Vendors::from_config(&[vc], Arc::new(clock.clone())).unwrap();
+    let engine =
+        Engine::new(store.clone(), vendors, Arc::new(clock.clone()), test_settings(), CancellationToken::new());
+    World { _dir: dir, store, clock, engine, emu }
+}
+
+fn urls(n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("https://img.example.com/p/{i}.jpg")).collect()
+}
+
+impl World {
+    async fn job(&self, n: usize, slice_len: i64) -> (i64, i64) {
+        let new = NewJob {
+            name: "ali".into(),
+            task_type: TaskType::Preload,
+            vendors: vec!["ali".into()],
+            source: JobSource::Api,
+            catch_up: CatchUp::Skip,
+        };
+        let text: String = urls(n).iter().map(|u| format!("{u}\n")).collect();
+        let (job, _) = preloadd::ingest::create_job(&self.store, &new, text.as_bytes(), T0).await.unwrap();
+        let spec = PlanSpec { start_time: T0, end_time: T0 + 3_600_000, interval_ms: 60_000, slice_len };
+        let plan = self.store.create_plans(job, &[spec], "api", T0).await.unwrap()[0].id;
+        (job, plan)
+    }
+
+    async fn at(&self, t: i64) {
+        self.clock.set(t);
+        self.engine.step().await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn cdn_and_esa_submit_split_slices_and_track_every_url_to_its_outcome() {
+    for kind in [VendorKind::AliyunCdn, VendorKind::AliyunEsa] {
+        let w = world(kind, "demo-sk", 0.1).await;
+        let (_, plan) = w.job(150, 150).await;
+        w.at(T0).await;
+        let ledger = w.emu.ledger();
+        assert_eq!(
+            ledger.iter().map(|r| r.urls.len()).collect::<Vec<_>>(),
+            vec![100, 50],
+            "{kind}: split to 100 a request"
+        );
+        assert_eq!(ledger.iter().flat_map(|r| r.urls.clone()).collect::<Vec<_>>(), urls(150));
+        let slice = &w.store.slices_of_plan(plan).await.unwrap()[0];
+        let st = &w.store.subtasks_of_slice(slice.id).await.unwrap()[0];
+        assert_eq!(st.status, SubmitStatus::Submitted);
+        // Polled while the vendor still works, then after its tasks end.
+        w.at(T0 + 1_000).await;
+        assert_eq!(w.store.subtask(st.id).await.unwrap().status, SubmitStatus::Submitted);
+        w.at(T0 + 5_000).await;
+        let st = w.store.subtask(st.id).await.unwrap();
+        assert_eq!(st.status, SubmitStatus::Done, "{kind}");
+        let outcomes = w.store.outcomes(st.id).await.unwrap();
+        for o in &outcomes {
+            let want = if emulator::url_fails(&o.url, 0.1) { UrlStatus::Failed } else { UrlStatus::Done };
+            assert_eq!(o.status, want, "{kind} {}", o.url);
+        }
+        assert!(
+            outcomes.iter().any(|o| o.status == UrlStatus::Failed && !o.detail.is_empty()),
+            "{kind}: failures keep the vendor's description"
+        );
+        let quota = w.store.quota_state("ali", &preloadd::quota::vendor_day(w.clock.now_ms())).await.unwrap();
+        assert_eq!(quota[0].3, 150, "{kind}: quota use tracked");
+    }
+}
+
+#[tokio::test]
+async fn a_bad_secret_fails_the_subtask_and_the_plan_with_the_vendor_code() {
+    let w = world(VendorKind::AliyunCdn, "wrong-secret", 0.0).await;
+    let (_, plan) = w.job(10, 10).await;
+    w.at(T0).await;
+    let p = w.store.plan(plan).await.unwrap();
+    assert_eq!(p.status, PlanStatus::Failed);
+    assert!(p.error_info.contains("SignatureDoesNotMatch"), "{}", p.error_info);
+    assert!(!p.error_info.contains("wrong-secret"), "the secret never leaks");
+    assert!(w.emu.ledger().is_empty());
+}
+
+#[tokio::test]
+async fn a_connection_dropped_after_acceptance_is_reconciled_without_resending() {
+    let w = world(VendorKind::AliyunCdn, "demo-sk", 0.0).await;
+    w.emu.set_faults(Some(VendorKind::AliyunCdn), FaultSet { drop_after_accept_rate: 1.0, ..Default::default() });
+    let (_, plan) = w.job(20, 20).await;
+    w.at(T0).await;
+    let ledger = w.emu.ledger();
+    assert_eq!(ledger.len(), 1, "the vendor's task list proved the submission; nothing sent twice");
+    let slice = &w.store.slices_of_plan(plan).await.unwrap()[0];
+    let st = &w.store.subtasks_of_slice(slice.id).await.unwrap()[0];
+    assert_eq!(st.status, SubmitStatus::Submitted);
+    assert!(!st.vendor_task_ids.is_empty(), "the task ids found in the task list are kept");
+}
+
+#[tokio::test]
+async fn a_vendor_that_stays_throttled_fails_with_its_code_after_the_retries() {
+    let w = world(VendorKind::AliyunCdn, "demo-sk", 0.0).await;
+    w.emu.set_faults(Some(VendorKind::AliyunCdn), FaultSet { throttle: true, ..Default::default() });
+    let (_, plan) = w.job(10, 10).await;
+    w.at(T0).await;
+    let slice = &w.store.slices_of_plan(plan).await.unwrap()[0];
+    let st = &w.store.subtasks_of_slice(slice.id).await.unwrap()[0];
+    assert_eq!((st.status, st.error_code.as_str()), (SubmitStatus::Failed, "Throttling.User"));
+    assert!(w.emu.ledger().is_empty());
+}
