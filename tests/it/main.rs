@@ -4,5 +4,6 @@ mod api;
 mod common;
 mod config_cli;
 mod engine;
+mod sdk;
 mod serve;
 mod vendors;
