@@ -85,10 +85,13 @@ async fn serve_submits_every_url_once_in_order_on_the_interval() {
     assert_eq!(recv.urls(), want, "every URL exactly once, in order");
     assert_eq!(hits.iter().map(|h| h.urls.len()).collect::<Vec<_>>(), vec![5, 5, 5, 5, 3]);
     assert!(hits[0].at_ms >= start, "never before start_time ({} < {start})", hits[0].at_ms);
-    for pair in hits.windows(2) {
-        let gap = pair[1].at_ms - pair[0].at_ms;
-        assert!((900..=2_500).contains(&gap), "slices spaced by the 1 s interval, got {gap} ms");
+    // Slice k is due at start + k × 1 s: never earlier (a little clock slack between processes),
+    // and the pace over the run is the interval, with room for a loaded CI machine.
+    for (k, h) in hits.iter().enumerate() {
+        assert!(h.at_ms >= start + k as i64 * 1_000 - 50, "slice {k} came before its due time");
     }
+    let mean_gap = (hits[4].at_ms - hits[0].at_ms) / 4;
+    assert!((950..=2_500).contains(&mean_gap), "slices spaced by the 1 s interval, mean gap {mean_gap} ms");
     sigterm(&child);
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(0), "SIGTERM exits 0");
