@@ -36,7 +36,7 @@ fn object_paths(ctx: &Ctx<'_>) -> Result<Vec<String>, AliError> {
     let raw = ctx.call.params.required("ObjectPath")?;
     let paths: Vec<String> =
         raw.split('\n').map(|l| l.trim_end_matches('\r').trim()).filter(|l| !l.is_empty()).map(String::from).collect();
-    if paths.is_empty() || paths.iter().any(|p| p.len() > MAX_PATH_LEN || p.chars().any(char::is_whitespace)) {
+    if paths.is_empty() || paths.iter().any(|p| p.len() > MAX_PATH_LEN) {
         return Err(AliError::bad_request("InvalidObjectPath.Malformed", "The specified ObjectPath is invalid."));
     }
     Ok(paths)
@@ -121,13 +121,13 @@ pub(super) fn time_range(ctx: &Ctx<'_>) -> Result<(Option<i64>, Option<i64>), Al
     let params = &ctx.call.params;
     let (start, end) = (params.time("StartTime")?, params.time("EndTime")?);
     match (start, end) {
-        (Some(_), None) | (None, Some(_)) => Err(AliError::bad_request(
-            "MissingTimeParameter",
-            "The StartTime and EndTime must be both specified.",
-        )),
-        (Some(s), Some(e)) if e < s => {
-            Err(AliError::bad_request("InvalidEndTime.Mismatch", "The specified EndTime is earlier than the StartTime."))
+        (Some(_), None) | (None, Some(_)) => {
+            Err(AliError::bad_request("MissingTimeParameter", "The StartTime and EndTime must be both specified."))
         }
+        (Some(s), Some(e)) if e < s => Err(AliError::bad_request(
+            "InvalidEndTime.Mismatch",
+            "The specified EndTime is earlier than the StartTime.",
+        )),
         (Some(s), Some(_)) if s < ctx.now - tasks::LOOKBACK_MS => {
             Err(AliError::bad_request("InvalidTime", "The query time cannot exceed the last 3 days."))
         }

@@ -44,7 +44,8 @@ impl Faults {
 
     /// `{"aliyun_cdn": {...}, "aliyun_esa": {...}}`.
     pub fn to_json(&self) -> Value {
-        let map = KINDS.iter().map(|k| (k.as_str().to_string(), serde_json::to_value(self.get(*k)).unwrap_or_default()));
+        let map =
+            KINDS.iter().map(|k| (k.as_str().to_string(), serde_json::to_value(self.get(*k)).unwrap_or_default()));
         Value::Object(map.collect())
     }
 }

@@ -205,6 +205,9 @@ mod tests {
         assert_eq!(limits.qps(VendorKind::AliyunCdn, "DescribeRefreshTaskById"), 30);
         assert_eq!(limits.qps(VendorKind::AliyunEsa, "PreloadCaches"), 50);
         assert_eq!(limits.submit(VendorKind::AliyunCdn, QuotaKind::Directory), SubmitLimit { max_urls: 5, daily: 7 });
-        assert_eq!(limits.submit(VendorKind::AliyunEsa, QuotaKind::File), SubmitLimit { max_urls: 1_000, daily: 10_000 });
+        assert_eq!(
+            limits.submit(VendorKind::AliyunEsa, QuotaKind::File),
+            SubmitLimit { max_urls: 1_000, daily: 10_000 }
+        );
     }
 }

@@ -12,8 +12,13 @@ use crate::sign::{HttpParts, Scheme, SignError};
 pub(super) const CDN_VERSION: &str = "2018-05-10";
 pub(super) const ESA_VERSION: &str = "2024-09-10";
 
-const CDN_ACTIONS: &[&str] =
-    &["PushObjectCache", "RefreshObjectCaches", "DescribeRefreshTasks", "DescribeRefreshTaskById", "DescribeRefreshQuota"];
+const CDN_ACTIONS: &[&str] = &[
+    "PushObjectCache",
+    "RefreshObjectCaches",
+    "DescribeRefreshTasks",
+    "DescribeRefreshTaskById",
+    "DescribeRefreshQuota",
+];
 const ESA_ACTIONS: &[&str] =
     &["PreloadCaches", "PurgeCaches", "DescribePreloadTasks", "DescribePurgeTasks", "GetPurgeQuota"];
 
@@ -49,10 +54,20 @@ impl Call {
         let (vendor, actions) = match version.as_str() {
             CDN_VERSION => (VendorKind::AliyunCdn, CDN_ACTIONS),
             ESA_VERSION => (VendorKind::AliyunEsa, ESA_ACTIONS),
-            _ => return Err(AliError::new(StatusCode::BAD_REQUEST, "InvalidVersion", "Specified parameter Version is not valid.")),
+            _ => {
+                return Err(AliError::new(
+                    StatusCode::BAD_REQUEST,
+                    "InvalidVersion",
+                    "Specified parameter Version is not valid.",
+                ))
+            }
         };
         let action = actions.iter().copied().find(|a| *a == action).ok_or_else(|| {
-            AliError::new(StatusCode::NOT_FOUND, "InvalidAction.NotFound", "Specified api is not found, please check your url and method.")
+            AliError::new(
+                StatusCode::NOT_FOUND,
+                "InvalidAction.NotFound",
+                "Specified api is not found, please check your url and method.",
+            )
         })?;
         Ok(Call { request_id: crate::api::request_id(), vendor, action, scheme, parts, params })
     }
@@ -187,7 +202,9 @@ impl AliError {
             SignError::SignatureMismatch => "Specified signature is not matched with our calculation.".to_string(),
             SignError::Expired => "Specified time stamp or date value is expired.".to_string(),
             SignError::NonceReused => "Specified signature nonce was used already.".to_string(),
-            SignError::BadTimestamp(name) => format!("Specified time stamp or date value \"{name}\" is not well formatted."),
+            SignError::BadTimestamp(name) => {
+                format!("Specified time stamp or date value \"{name}\" is not well formatted.")
+            }
             SignError::MissingHeader(name) if scheme == Scheme::AliyunRpc => return Self::missing(name),
             other => format!("The request signature does not conform to Aliyun standards: {other}."),
         };

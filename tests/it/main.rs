@@ -2,5 +2,6 @@
 
 mod common;
 mod config_cli;
+mod emulator;
 mod engine;
 mod serve;

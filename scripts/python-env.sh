@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Creates .venv at the repository root with the official Alibaba Cloud SDKs pinned in
+# scripts/requirements.txt, for the SDK interoperability test (tests/sdk/aliyun_sdk.py, run by
+# `cargo test --test it emulator::official_sdks_interoperate`). Idempotent: an up-to-date .venv
+# is left as it is. Needs python3 (with venv) and access to PyPI.
+set -euo pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+
+if [ ! -x .venv/bin/python ]; then
+    python3 -m venv .venv
+fi
+# pip does nothing when every pin is already installed.
+.venv/bin/pip install -q --disable-pip-version-check -r scripts/requirements.txt
+echo "python env ready: $root/.venv"
