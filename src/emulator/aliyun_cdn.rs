@@ -36,7 +36,7 @@ fn object_paths(ctx: &Ctx<'_>) -> Result<Vec<String>, AliError> {
     let raw = ctx.call.params.required("ObjectPath")?;
     let paths: Vec<String> =
         raw.split('\n').map(|l| l.trim_end_matches('\r').trim()).filter(|l| !l.is_empty()).map(String::from).collect();
-    if paths.is_empty() || paths.iter().any(|p| p.len() > MAX_PATH_LEN || p.chars().any(char::is_whitespace)) {
+    if paths.is_empty() || paths.iter().any(|p| p.len() > MAX_PATH_LEN) {
         return Err(AliError::bad_request("InvalidObjectPath.Malformed", "The specified ObjectPath is invalid."));
     }
     Ok(paths)

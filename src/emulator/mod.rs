@@ -317,6 +317,14 @@ impl Ctx<'_> {
             received_at: crate::clock::rfc3339(self.now),
             task_ids: task_ids.to_vec(),
         };
+        info!(
+            vendor = %record.vendor,
+            action = %record.action,
+            account = %record.account,
+            urls = record.urls.len(),
+            task_ids = ?record.task_ids,
+            "emulator accepted a submit"
+        );
         if let Err(e) = self.state.ledger.append(record) {
             // The request was accepted and its tasks exist; a ledger that cannot be written is
             // the operator's problem to see, not a reason to answer the client with an error.

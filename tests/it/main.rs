@@ -3,6 +3,7 @@
 mod api;
 mod common;
 mod config_cli;
+mod emulator;
 mod engine;
 mod sdk;
 mod serve;
