@@ -5,6 +5,5 @@ mod common;
 mod config_cli;
 mod emulator;
 mod engine;
-mod sdk;
 mod serve;
 mod vendors;
