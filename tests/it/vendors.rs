@@ -22,16 +22,26 @@ struct World {
 }
 
 async fn world(kind: VendorKind, secret: &str, fail_fraction: f64) -> World {
+    world_with(kind, secret, |o| o.fail_fraction = fail_fraction, |_| {}).await
+}
+
+/// A world whose emulator options and vendor account the test adjusts.
+async fn world_with(
+    kind: VendorKind,
+    secret: &str,
+    emu_opts: impl FnOnce(&mut EmulatorOptions),
+    account: impl FnOnce(&mut VendorConfig),
+) -> World {
     let clock = ManualClock::new(T0 - 1000);
     let mut opts = EmulatorOptions::with_keys(vec![("demo-ak".into(), "demo-sk".into())]);
     opts.clock = Arc::new(clock.clone());
     opts.task_ms = 3_000;
-    opts.fail_fraction = fail_fraction;
+    emu_opts(&mut opts);
     let (app, emu) = emulator::router(opts).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let endpoint = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await });
-    let vc = VendorConfig {
+    let mut vc = VendorConfig {
         name: "ali".into(),
         kind,
         endpoint,
@@ -46,6 +56,7 @@ async fn world(kind: VendorKind, secret: &str, fail_fraction: f64) -> World {
         max_retries: 3,
         options: VendorOptions { site_id: Some("1234".into()), ..Default::default() },
     };
+    account(&mut vc);
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open_dir(dir.path()).await.unwrap();
     let vendors = Vendors::from_config(&[vc], Arc::new(clock.clone())).unwrap();
@@ -152,4 +163,96 @@ async fn a_vendor_that_stays_throttled_fails_with_its_code_after_the_retries() {
     let st = &w.store.subtasks_of_slice(slice.id).await.unwrap()[0];
     assert_eq!((st.status, st.error_code.as_str()), (SubmitStatus::Failed, "Throttling.User"));
     assert!(w.emu.ledger().is_empty());
+}
+
+#[tokio::test]
+async fn the_vendors_quota_is_learned_never_exceeded_and_waited_out_until_the_vendor_day_resets() {
+    use preloadd::emulator::LimitOverride;
+    let w = world_with(
+        VendorKind::AliyunCdn,
+        "demo-sk",
+        |o| {
+            o.limits.insert(VendorKind::AliyunCdn, LimitOverride { daily_quota: Some(150), ..Default::default() });
+        },
+        |_| {},
+    )
+    .await;
+    let (_, plan) = w.job(300, 100).await;
+    w.at(T0).await;
+    w.at(T0 + 60_000).await;
+    assert_eq!(
+        w.emu.ledger().iter().map(|r| r.urls.len()).sum::<usize>(),
+        100,
+        "the second slice would exceed the 150 left"
+    );
+    let slices = w.store.slices_of_plan(plan).await.unwrap();
+    let st = &w.store.subtasks_of_slice(slices[1].id).await.unwrap()[0];
+    assert_eq!(st.status, SubmitStatus::Pending);
+    assert!(st.wait_reason.starts_with("quota"), "the wait is visible: {}", st.wait_reason);
+    let reset = preloadd::quota::next_vendor_day(w.clock.now_ms());
+    assert_eq!(st.wait_until, Some(reset));
+    let quota = w.store.quota_state("ali", &preloadd::quota::vendor_day(T0)).await.unwrap();
+    assert_eq!((quota[0].1, quota[0].2), (150, 50), "quota and remaining learned from DescribeRefreshQuota");
+    // The vendor day turns (Asia/Shanghai midnight): the slice goes, the next day's quota is learned.
+    w.at(reset).await;
+    w.at(reset + 60_000).await;
+    let ledger = w.emu.ledger();
+    assert_eq!(ledger.iter().map(|r| r.urls.len()).sum::<usize>(), 200);
+    assert!(ledger.iter().all(|r| r.urls.len() == 100));
+    let day2 = w.store.quota_state("ali", &preloadd::quota::vendor_day(reset)).await.unwrap();
+    assert_eq!((day2[0].1, day2[0].2), (150, 50));
+}
+
+#[tokio::test]
+async fn throttling_backs_off_and_recovers_without_losing_a_url() {
+    use preloadd::emulator::LimitOverride;
+    // Real time here: the emulator counts calls per second on its clock.
+    let mut opts = EmulatorOptions::with_keys(vec![("demo-ak".into(), "demo-sk".into())]);
+    opts.limits.insert(VendorKind::AliyunCdn, LimitOverride { qps: Some(2), ..Default::default() });
+    let (app, emu) = emulator::router(opts).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let clock: preloadd::clock::SharedClock = Arc::new(preloadd::clock::SystemClock);
+    let vc = VendorConfig {
+        name: "ali".into(),
+        kind: VendorKind::AliyunCdn,
+        endpoint,
+        access_key_id: "demo-ak".into(),
+        secret: Secret::new("demo-sk"),
+        requests_per_second: 50, // more than the account really has: the vendor throttles
+        status_requests_per_second: 50,
+        max_urls_per_request: 100,
+        daily_quota: Some(1_000),
+        concurrency: 1,
+        timeout: std::time::Duration::from_secs(5),
+        max_retries: 20,
+        options: VendorOptions::default(),
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open_dir(dir.path()).await.unwrap();
+    let vendors = Vendors::from_config(&[vc], clock.clone()).unwrap();
+    let engine = Engine::new(store.clone(), vendors, clock.clone(), test_settings(), CancellationToken::new());
+    let new = NewJob {
+        name: "ali".into(),
+        task_type: TaskType::Preload,
+        vendors: vec!["ali".into()],
+        source: JobSource::Api,
+        catch_up: CatchUp::Skip,
+    };
+    let text: String = urls(500).iter().map(|u| format!("{u}\n")).collect();
+    let now = clock.now_ms();
+    let (job, _) = preloadd::ingest::create_job(&store, &new, text.as_bytes(), now).await.unwrap();
+    let spec = PlanSpec { start_time: now, end_time: now + 3_600_000, interval_ms: 60_000, slice_len: 500 };
+    let plan = store.create_plans(job, &[spec], "api", now).await.unwrap()[0].id;
+    engine.step().await.unwrap();
+    let ledger = emu.ledger();
+    assert_eq!(ledger.iter().flat_map(|r| r.urls.clone()).collect::<Vec<_>>(), urls(500), "every URL once, in order");
+    let slice = &store.slices_of_plan(plan).await.unwrap()[0];
+    let st = &store.subtasks_of_slice(slice.id).await.unwrap()[0];
+    assert_eq!(st.status, SubmitStatus::Submitted);
+    assert!(
+        engine.vendors().get("ali").unwrap().stats.errors.load(std::sync::atomic::Ordering::Relaxed) > 0,
+        "it was throttled"
+    );
 }
