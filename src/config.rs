@@ -92,6 +92,10 @@ pub enum LogFormat {
 pub struct ApiConfig {
     pub listen: SocketAddr,
     pub token: Option<Secret>,
+    /// API requests per second per token (governor); beyond it, 429 `TooManyRequests`.
+    pub requests_per_second: u32,
+    /// Remote URL lists (`urls_url`, `sitemap_url`) may point at private addresses.
+    pub allow_private_lists: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -195,6 +199,8 @@ struct RawDaemon {
 struct RawApi {
     listen: Option<Spanned<String>>,
     token_file: Option<Spanned<PathBuf>>,
+    requests_per_second: Option<Spanned<u32>>,
+    allow_private_lists: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -448,7 +454,17 @@ impl Validator<'_> {
             (None, None) => "127.0.0.1:8790".parse().expect("valid default"),
         };
         let token = a.token_file.as_ref().map(|p| self.read_secret(p, "token_file")).transpose()?;
-        Ok(ApiConfig { listen, token })
+        let requests_per_second = match &a.requests_per_second {
+            Some(r) if *r.get_ref() == 0 => return Err(self.err(r, "requests_per_second", "must be at least 1")),
+            Some(r) => *r.get_ref(),
+            None => 50,
+        };
+        Ok(ApiConfig {
+            listen,
+            token,
+            requests_per_second,
+            allow_private_lists: a.allow_private_lists.unwrap_or(false),
+        })
     }
 
     fn vendor(&self, v: &RawVendor) -> Result<VendorConfig, ConfigError> {

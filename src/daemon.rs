@@ -38,12 +38,14 @@ pub async fn run(
         .await
         .context("opening the state database")?;
     let now = opts.clock.now_ms();
-    crate::ingest::apply_config_jobs(&store, &config.jobs, now).await.context("applying the config's jobs")?;
+    crate::ingest::apply_config_jobs(&store, &config.jobs, config.api.allow_private_lists, now)
+        .await
+        .context("applying the config's jobs")?;
     let vendors = Vendors::from_config(&config.vendors, opts.clock.clone())?;
     let cancel = CancellationToken::new();
     let engine = Engine::new(store.clone(), vendors, opts.clock.clone(), opts.settings, cancel.clone());
 
-    let app = crate::api::router(crate::api::AppState { engine: engine.clone(), token: config.api.token.clone() });
+    let app = crate::api::router(crate::api::AppState::new(engine.clone(), &config.api));
     let api_cancel = cancel.clone();
     let addr = listener.local_addr()?;
     let api = tokio::spawn(async move {

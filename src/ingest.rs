@@ -83,7 +83,10 @@ fn inline_text(urls: &[String]) -> Vec<u8> {
 }
 
 /// Opens a job's list source as a buffered byte stream.
-pub async fn open_source(source: &UrlSource) -> Result<Box<dyn AsyncBufRead + Unpin + Send>, IngestError> {
+pub async fn open_source(
+    source: &UrlSource,
+    allow_private: bool,
+) -> Result<Box<dyn AsyncBufRead + Unpin + Send>, IngestError> {
     match source {
         UrlSource::Inline(urls) => Ok(Box::new(std::io::Cursor::new(inline_text(urls)))),
         UrlSource::File(path) => {
@@ -92,8 +95,14 @@ pub async fn open_source(source: &UrlSource) -> Result<Box<dyn AsyncBufRead + Un
                 .map_err(|e| IngestError::Source(format!("cannot open {}: {e}", path.display())))?;
             Ok(Box::new(tokio::io::BufReader::with_capacity(64 * 1024, f)))
         }
-        UrlSource::Url(u) | UrlSource::Sitemap(u) => {
-            Err(IngestError::Source(format!("remote lists ({u}) are not supported in this build yet")))
+        UrlSource::Url(u) => {
+            let body = crate::remote::fetch(u, allow_private).await.map_err(|e| IngestError::Source(e.to_string()))?;
+            Ok(Box::new(std::io::Cursor::new(body)))
+        }
+        UrlSource::Sitemap(u) => {
+            let body =
+                crate::remote::fetch_sitemap(u, allow_private).await.map_err(|e| IngestError::Source(e.to_string()))?;
+            Ok(Box::new(std::io::Cursor::new(body)))
         }
     }
 }
@@ -119,9 +128,14 @@ pub async fn create_job<R: AsyncBufRead + Unpin>(
 
 /// Applies the config's declarative jobs: creates new ones, updates changed ones (a changed
 /// list replaces the old one and starts over), adds new plans; never duplicates on restart.
-pub async fn apply_config_jobs(store: &Store, jobs: &[JobConfig], now: i64) -> Result<(), IngestError> {
+pub async fn apply_config_jobs(
+    store: &Store,
+    jobs: &[JobConfig],
+    allow_private: bool,
+    now: i64,
+) -> Result<(), IngestError> {
     for jc in jobs {
-        apply_one(store, jc, now).await.map_err(|e| match e {
+        apply_one(store, jc, allow_private, now).await.map_err(|e| match e {
             IngestError::MissingUrlList(r) => {
                 IngestError::Source(format!("job `{}`: {}", jc.name, IngestError::MissingUrlList(r)))
             }
@@ -131,7 +145,7 @@ pub async fn apply_config_jobs(store: &Store, jobs: &[JobConfig], now: i64) -> R
     Ok(())
 }
 
-async fn apply_one(store: &Store, jc: &JobConfig, now: i64) -> Result<(), IngestError> {
+async fn apply_one(store: &Store, jc: &JobConfig, allow_private: bool, now: i64) -> Result<(), IngestError> {
     let new = NewJob {
         name: jc.name.clone(),
         task_type: jc.task_type,
@@ -143,7 +157,7 @@ async fn apply_one(store: &Store, jc: &JobConfig, now: i64) -> Result<(), Ingest
     let job_id = match store::job_id_by_name(&mut tx, &jc.name).await? {
         None => {
             let id = store::insert_job(&mut tx, &new, now).await?;
-            let report = stream_into(&mut tx, id, open_source(&jc.source).await?).await?;
+            let report = stream_into(&mut tx, id, open_source(&jc.source, allow_private).await?).await?;
             if report.added == 0 {
                 return Err(IngestError::MissingUrlList(report.rejected));
             }
@@ -166,11 +180,11 @@ async fn apply_one(store: &Store, jc: &JobConfig, now: i64) -> Result<(), Ingest
             )
             .await?;
             // Read the list in a scratch job to learn its digest without disturbing the live one.
-            let digest_now = list_digest(&jc.source).await?;
+            let digest_now = scan_with(&jc.source, allow_private).await?.digest;
             if digest_now != digest {
                 warn!(job = %jc.name, "the URL list changed in the config; replacing it and starting over");
                 store::clear_urls(&mut tx, id).await?;
-                let report = stream_into(&mut tx, id, open_source(&jc.source).await?).await?;
+                let report = stream_into(&mut tx, id, open_source(&jc.source, allow_private).await?).await?;
                 if report.added == 0 {
                     return Err(IngestError::MissingUrlList(report.rejected));
                 }
@@ -192,14 +206,18 @@ fn log_report(job: &str, r: &IngestReport) {
     }
 }
 
-/// The digest of a list's valid URLs, streaming, without storing anything.
-pub async fn list_digest(source: &UrlSource) -> Result<String, IngestError> {
-    Ok(scan(source).await?.digest)
+/// Reads a local list without storing it: counts and the digest (for `check-config`). Remote
+/// lists are fetched by the daemon, not by a config check.
+pub async fn scan(source: &UrlSource) -> Result<IngestReport, IngestError> {
+    if let UrlSource::Url(u) | UrlSource::Sitemap(u) = source {
+        return Err(IngestError::Source(format!("{u} is fetched when the daemon starts")));
+    }
+    scan_with(source, false).await
 }
 
-/// Reads a list without storing it: counts and the digest (for `check-config` and reloads).
-pub async fn scan(source: &UrlSource) -> Result<IngestReport, IngestError> {
-    let mut list = ListReader::new(open_source(source).await?);
+/// Reads a list without storing it: counts and the digest (to notice a changed list).
+pub async fn scan_with(source: &UrlSource, allow_private: bool) -> Result<IngestReport, IngestError> {
+    let mut list = ListReader::new(open_source(source, allow_private).await?);
     let mut report = IngestReport::default();
     let mut hasher = Sha256::new();
     while let Some(item) = list.next().await? {

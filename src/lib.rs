@@ -26,6 +26,7 @@ pub mod ingest;
 pub mod logging;
 pub mod model;
 pub mod quota;
+pub mod remote;
 pub mod sign;
 pub mod store;
 pub mod summary;

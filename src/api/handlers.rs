@@ -11,7 +11,7 @@ use tokio_util::io::StreamReader;
 
 use super::{request_id, ApiError, AppState};
 use crate::clock::rfc3339;
-use crate::config::{parse_duration, parse_time, supports, PlanSpec};
+use crate::config::{parse_duration, parse_time, supports, PlanSpec, UrlSource};
 use crate::ingest::{self, IngestError};
 use crate::model::{CatchUp, JobSource, TaskType};
 use crate::store::{Job, NewJob, Plan, PlanChange, StoreError, TaskFilter};
@@ -77,48 +77,113 @@ pub struct CreateJob {
     vendors: Vec<String>,
     #[serde(default)]
     urls: Vec<String>,
+    /// A list (one URL a line) for the daemon to fetch.
+    urls_url: Option<String>,
+    /// A sitemap or sitemap index (gzip accepted) for the daemon to fetch.
+    sitemap_url: Option<String>,
     catch_up: Option<CatchUp>,
 }
 
+/// Query parameters of a streamed job creation (`Content-Type: text/plain`).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateJobQuery {
+    name: Option<String>,
+    task_type: Option<TaskType>,
+    /// Comma-separated vendor account names.
+    vendors: Option<String>,
+    catch_up: Option<CatchUp>,
+}
+
+/// `POST /v1/jobs`: JSON with `urls`, or a text/plain stream of URLs (one a line) with the job's
+/// fields in the query string, loaded in one transaction either way.
 pub async fn create_job(
     State(s): State<AppState>,
-    Json(b): Json<CreateJob>,
+    Query(q): Query<CreateJobQuery>,
+    headers: axum::http::HeaderMap,
+    body: Body,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    if b.name.trim().is_empty() {
-        return Err(ApiError::invalid("name must not be empty"));
-    }
-    if b.vendors.is_empty() {
-        return Err(ApiError::invalid("vendors must name at least one vendor account"));
-    }
-    let vendors = s.engine.vendors();
-    for v in &b.vendors {
-        let Some(acc) = vendors.get(v) else { return Err(ApiError::invalid(format!("unknown vendor account `{v}`"))) };
-        if !supports(acc.config.kind, b.task_type) {
-            return Err(ApiError::invalid(format!("vendor `{v}` ({}) cannot do {}", acc.config.kind, b.task_type)));
+    let text_plain = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("text/plain"));
+    let (new, reader): (NewJob, Box<dyn tokio::io::AsyncBufRead + Send + Unpin>) = if text_plain {
+        let vendors: Vec<String> = q
+            .vendors
+            .unwrap_or_default()
+            .split(',')
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+            .map(String::from)
+            .collect();
+        let new = NewJob {
+            name: q.name.unwrap_or_default().trim().to_string(),
+            task_type: q.task_type.ok_or_else(|| ApiError::invalid("task_type is required"))?,
+            vendors,
+            source: JobSource::Api,
+            catch_up: q.catch_up.unwrap_or(CatchUp::Skip),
+        };
+        let stream = body.into_data_stream().map_err(std::io::Error::other);
+        (new, Box::new(tokio::io::BufReader::new(StreamReader::new(stream))))
+    } else {
+        let bytes = axum::body::to_bytes(body, 16 << 20)
+            .await
+            .map_err(|e| ApiError::invalid(format!("the body could not be read: {e}")))?;
+        let b: CreateJob =
+            serde_json::from_slice(&bytes).map_err(|e| ApiError::invalid(format!("invalid JSON body: {e}")))?;
+        let sources =
+            usize::from(!b.urls.is_empty()) + usize::from(b.urls_url.is_some()) + usize::from(b.sitemap_url.is_some());
+        if sources == 0 {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "MissingUrlList",
+                "give the URLs to preload or refresh in `urls`, `urls_url` or `sitemap_url`",
+            ));
         }
-    }
-    if b.urls.is_empty() {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "MissingUrlList",
-            "give the URLs to preload or refresh in `urls`",
-        ));
-    }
-    let new = NewJob {
-        name: b.name.trim().to_string(),
-        task_type: b.task_type,
-        vendors: b.vendors,
-        source: JobSource::Api,
-        catch_up: b.catch_up.unwrap_or(CatchUp::Skip),
+        if sources > 1 {
+            return Err(ApiError::invalid("give only one of urls, urls_url, sitemap_url"));
+        }
+        let source = match (&b.urls_url, &b.sitemap_url) {
+            (Some(u), _) => UrlSource::Url(u.clone()),
+            (_, Some(u)) => UrlSource::Sitemap(u.clone()),
+            _ => UrlSource::Inline(b.urls.clone()),
+        };
+        let reader = ingest::open_source(&source, s.allow_private_lists).await.map_err(ingest_error)?;
+        let new = NewJob {
+            name: b.name.trim().to_string(),
+            task_type: b.task_type,
+            vendors: b.vendors,
+            source: JobSource::Api,
+            catch_up: b.catch_up.unwrap_or(CatchUp::Skip),
+        };
+        (new, reader)
     };
-    let text: String = b.urls.iter().map(|u| format!("{}\n", u.replace(['\n', '\r'], " "))).collect();
+    check_new_job(&s, &new)?;
     let now = s.engine.now();
-    let (id, report) = ingest::create_job(s.engine.store(), &new, text.as_bytes(), now).await.map_err(ingest_error)?;
+    let (id, report) = ingest::create_job(s.engine.store(), &new, reader, now).await.map_err(ingest_error)?;
     let job = s.engine.store().job(id).await?;
     let mut v = job_json(&job);
     v["added"] = json!(report.added);
     v["rejected"] = json!(report.rejected.count);
+    v["rejected_lines"] = json!(report.rejected.render());
     Ok((StatusCode::CREATED, with_id(v)))
+}
+
+fn check_new_job(s: &AppState, new: &NewJob) -> Result<(), ApiError> {
+    if new.name.is_empty() {
+        return Err(ApiError::invalid("name must not be empty"));
+    }
+    if new.vendors.is_empty() {
+        return Err(ApiError::invalid("vendors must name at least one vendor account"));
+    }
+    let vendors = s.engine.vendors();
+    for v in &new.vendors {
+        let Some(acc) = vendors.get(v) else { return Err(ApiError::invalid(format!("unknown vendor account `{v}`"))) };
+        if !supports(acc.config.kind, new.task_type) {
+            return Err(ApiError::invalid(format!("vendor `{v}` ({}) cannot do {}", acc.config.kind, new.task_type)));
+        }
+    }
+    Ok(())
 }
 
 /// `POST /v1/jobs/{id}/urls`: a text/plain stream, one URL a line, appended in one transaction.
@@ -239,12 +304,19 @@ pub struct CreatePlans {
     plans: Vec<PlanInput>,
 }
 
+#[derive(Deserialize)]
+pub struct DryRun {
+    #[serde(default)]
+    dry_run: bool,
+}
+
 pub async fn create_plans(
     State(s): State<AppState>,
     Path(id): Path<i64>,
+    Query(q): Query<DryRun>,
     Json(b): Json<CreatePlans>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    editable_job(&s, id).await?;
+    let job = editable_job(&s, id).await?;
     if b.plans.is_empty() {
         return Err(ApiError::invalid("plans must hold at least one plan"));
     }
@@ -260,6 +332,9 @@ pub async fn create_plans(
             return Err(ApiError::invalid("slice_len must be at least 1"));
         }
         specs.push(spec);
+    }
+    if q.dry_run {
+        return Ok((StatusCode::OK, with_id(dry_run(&s, &job, &specs).await?)));
     }
     let plans = s.engine.store().create_plans(id, &specs, "api", s.engine.now()).await?;
     s.engine.nudge();
@@ -416,4 +491,123 @@ pub async fn list_vendors(State(s): State<AppState>) -> ApiResult {
         }));
     }
     Ok(with_id(json!({"vendors": out})))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RetryFailed {
+    start_time: Option<String>,
+    end_time: Option<String>,
+    interval: Option<Seconds>,
+    slice_len: Option<i64>,
+}
+
+/// `POST /v1/jobs/{id}/retry-failed`: for each vendor account with failed URLs, a new job of
+/// exactly those URLs at that vendor, with a plan in the given window and pace (defaults: the
+/// job's last plan's pace and window length, starting now).
+pub async fn retry_failed(
+    State(s): State<AppState>,
+    Path(id): Path<i64>,
+    body: Option<Json<RetryFailed>>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let b = body.map(|Json(b)| b).unwrap_or_default();
+    let store = s.engine.store();
+    let job = store.job(id).await?;
+    let failed = store.failed_urls(id).await?;
+    if failed.is_empty() {
+        return Err(ApiError::new(StatusCode::BAD_REQUEST, "MissingUrlList", "no URL of this job has failed"));
+    }
+    let now = s.engine.now();
+    let last = store.plans_of_job(id).await?.into_iter().max_by_key(|p| p.start_time);
+    let start = b.start_time.as_deref().map(|t| time("start_time", t)).transpose()?.unwrap_or(now);
+    let window = last.as_ref().map_or(3_600_000, |p| p.end_time - p.start_time);
+    let spec = PlanSpec {
+        start_time: start,
+        end_time: b.end_time.as_deref().map(|t| time("end_time", t)).transpose()?.unwrap_or(start + window),
+        interval_ms: match &b.interval {
+            Some(i) => i.millis("interval")?,
+            None => last.as_ref().map_or(60_000, |p| p.interval_ms),
+        },
+        slice_len: b.slice_len.or(last.as_ref().map(|p| p.slice_len)).unwrap_or(100),
+    };
+    if spec.slice_len <= 0 {
+        return Err(ApiError::invalid("slice_len must be at least 1"));
+    }
+    if spec.end_time <= spec.start_time {
+        return Err(StoreError::EndBeforeStart.into());
+    }
+    let (_, existing) = store.list_jobs(Some(&format!("{}.retry", job.name)), 0, 1).await?;
+    let mut created = Vec::new();
+    let mut vendors: Vec<&String> = failed.iter().map(|(v, _)| v).collect();
+    vendors.dedup();
+    for vendor in vendors {
+        let text: String = failed.iter().filter(|(v, _)| v == vendor).map(|(_, u)| format!("{u}\n")).collect();
+        let new = NewJob {
+            name: format!("{}.retry{}.{vendor}", job.name, existing + 1),
+            task_type: job.task_type,
+            vendors: vec![vendor.clone()],
+            source: JobSource::Api,
+            catch_up: job.catch_up,
+        };
+        let (jid, report) = ingest::create_job(store, &new, text.as_bytes(), now).await.map_err(ingest_error)?;
+        let plans = store.create_plans(jid, &[spec], "api", now).await?;
+        let mut v = job_json(&store.job(jid).await?);
+        v["urls"] = json!(report.added);
+        v["plans"] = json!(plans.iter().map(plan_json).collect::<Vec<_>>());
+        created.push(v);
+    }
+    s.engine.nudge();
+    Ok((StatusCode::CREATED, with_id(json!({"jobs": created}))))
+}
+
+/// The timetable a set of plans would follow, without creating anything (`?dry_run=true`).
+async fn dry_run(s: &AppState, job: &Job, specs: &[PlanSpec]) -> Result<Value, ApiError> {
+    let store = s.engine.store();
+    let mut left = store.remaining_urls(job.id).await?;
+    let vendors = s.engine.vendors();
+    let day = crate::quota::vendor_day(s.engine.now());
+    let mut plans = Vec::new();
+    for spec in specs {
+        let slots = (spec.end_time - spec.start_time + spec.interval_ms - 1) / spec.interval_ms;
+        let urls = left.min(slots * spec.slice_len);
+        let slices = (urls + spec.slice_len - 1) / spec.slice_len;
+        let timetable: Vec<Value> = (0..slices.min(100))
+            .map(|k| {
+                json!({"slice": k, "due": rfc3339(spec.start_time + k * spec.interval_ms),
+                       "urls": (urls - k * spec.slice_len).min(spec.slice_len)})
+            })
+            .collect();
+        let mut per_vendor = Vec::new();
+        for name in &job.vendors {
+            let Some(acc) = vendors.get(name) else { continue };
+            let per_request = acc.config.max_urls_per_request as i64;
+            let mut v = json!({
+                "vendor": name,
+                "requests_per_slice": (spec.slice_len + per_request - 1) / per_request,
+                "requests": (0..slices).map(|k| ((urls - k * spec.slice_len).min(spec.slice_len) + per_request - 1) / per_request).sum::<i64>(),
+            });
+            if let Some(q) = acc.config.daily_quota {
+                let today = store.quota_state(name, &day).await?;
+                let bucket = job.task_type.to_string();
+                let remaining = today.iter().find(|(b, ..)| *b == bucket).map_or(q as i64, |(_, _, r, _)| *r);
+                let days = (urls + q as i64 - 1) / q as i64;
+                v["daily_quota"] = json!(q);
+                v["quota_left_today"] = json!(remaining);
+                v["quota_needed"] = json!(urls);
+                v["quota_note"] = json!(format!(
+                    "needs {urls} URLs of {} quota on {name}: {days} vendor-day(s) at {q}/day; {remaining} left today",
+                    job.task_type
+                ));
+            }
+            per_vendor.push(v);
+        }
+        plans.push(json!({
+            "start_time": rfc3339(spec.start_time), "end_time": rfc3339(spec.end_time),
+            "interval": spec.interval_ms as f64 / 1000.0, "slice_len": spec.slice_len,
+            "slices": slices, "urls": urls, "window_fits_list": urls == left,
+            "urls_left_after": left - urls, "timetable": timetable, "vendors": per_vendor,
+        }));
+        left -= urls;
+    }
+    Ok(json!({"dry_run": true, "plans": plans}))
 }

@@ -22,6 +22,21 @@ use crate::store::StoreError;
 pub struct AppState {
     pub engine: Arc<Engine>,
     pub token: Option<Secret>,
+    /// Requests per second for the token (one token, so one direct limiter).
+    pub limiter: Arc<governor::DefaultDirectRateLimiter>,
+    pub allow_private_lists: bool,
+}
+
+impl AppState {
+    pub fn new(engine: Arc<Engine>, api: &crate::config::ApiConfig) -> Self {
+        let rate = std::num::NonZeroU32::new(api.requests_per_second).unwrap_or(std::num::NonZeroU32::MIN);
+        AppState {
+            engine,
+            token: api.token.clone(),
+            limiter: Arc::new(governor::RateLimiter::direct(governor::Quota::per_second(rate))),
+            allow_private_lists: api.allow_private_lists,
+        }
+    }
 }
 
 pub fn router(state: AppState) -> Router {
@@ -30,6 +45,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/jobs/{id}", get(handlers::get_job).delete(handlers::delete_job))
         .route("/v1/jobs/{id}/reset", post(handlers::reset_job))
         .route("/v1/jobs/{id}/urls", post(handlers::append_urls))
+        .route("/v1/jobs/{id}/retry-failed", post(handlers::retry_failed))
         .route("/v1/jobs/{id}/plans", post(handlers::create_plans).get(handlers::list_plans))
         .route("/v1/plans/{id}", get(handlers::get_plan).patch(handlers::update_plan).delete(handlers::delete_plan))
         .route("/v1/plans/{id}/start", post(handlers::start_plan))
@@ -74,6 +90,13 @@ async fn authenticate(State(s): State<AppState>, req: Request, next: Next) -> Re
         .unwrap_or("");
     if !constant_time_eq(given.as_bytes(), token.expose().as_bytes()) {
         return Err(ApiError::new(StatusCode::UNAUTHORIZED, "Unauthorized", "a valid bearer token is required"));
+    }
+    if s.limiter.check().is_err() {
+        return Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "TooManyRequests",
+            "too many requests; please try again later",
+        ));
     }
     Ok(next.run(req).await)
 }

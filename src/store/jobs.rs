@@ -242,3 +242,33 @@ pub async fn job_id_by_name(tx: &mut Tx, name: &str) -> Result<Option<(i64, Stri
         .fetch_optional(&mut **tx)
         .await?)
 }
+
+impl Store {
+    /// URLs of a job at or after its cursor: what its next plans will send.
+    pub async fn remaining_urls(&self, job_id: i64) -> Result<i64> {
+        Ok(sqlx::query_scalar(
+            "SELECT COUNT(*) FROM urls u JOIN jobs j ON j.id = u.job_id WHERE u.job_id = ? AND u.seq >= j.cursor",
+        )
+        .bind(job_id)
+        .fetch_one(self.pool())
+        .await?)
+    }
+
+    /// Per vendor account, the URLs whose outcome there was `failed` and never `done` since, in
+    /// list order.
+    pub async fn failed_urls(&self, job_id: i64) -> Result<Vec<(String, String)>> {
+        Ok(sqlx::query_as(
+            "SELECT st.vendor, u.url FROM url_outcomes o \
+             JOIN subtasks st ON st.id = o.subtask_id JOIN slices s ON s.id = st.slice_id \
+             JOIN urls u ON u.job_id = s.job_id AND u.seq = o.seq \
+             WHERE s.job_id = ? AND o.status = 'failed' AND NOT EXISTS ( \
+               SELECT 1 FROM url_outcomes o2 JOIN subtasks st2 ON st2.id = o2.subtask_id \
+               JOIN slices s2 ON s2.id = st2.slice_id \
+               WHERE s2.job_id = s.job_id AND st2.vendor = st.vendor AND o2.seq = o.seq AND o2.status = 'done') \
+             GROUP BY st.vendor, u.seq ORDER BY st.vendor, u.seq",
+        )
+        .bind(job_id)
+        .fetch_all(self.pool())
+        .await?)
+    }
+}

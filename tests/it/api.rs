@@ -8,6 +8,7 @@ use crate::common::Receiver;
 
 struct Api {
     base: String,
+    recv: Receiver,
     http: reqwest::Client,
     _dir: tempfile::TempDir,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
@@ -15,6 +16,10 @@ struct Api {
 
 impl Api {
     async fn start() -> Api {
+        Api::start_with("requests_per_second = 1000").await
+    }
+
+    async fn start_with(api_extra: &str) -> Api {
         let recv = Receiver::start().await;
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("token"), "test-token\n").unwrap();
@@ -23,6 +28,7 @@ impl Api {
 state_dir = "{state}"
 [api]
 token_file = "token"
+{api_extra}
 [[vendor]]
 name = "hook"
 kind = "webhook"
@@ -51,7 +57,7 @@ urls = ["https://a.example/1"]
             Default::default(),
         ));
         let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
-        let api = Api { base, http, _dir: dir, stop: Some(tx) };
+        let api = Api { base, recv, http, _dir: dir, stop: Some(tx) };
         // Ready when /readyz answers.
         for _ in 0..200 {
             if let Ok(r) = api.http.get(format!("{}/readyz", api.base)).send().await {
@@ -201,4 +207,158 @@ async fn routes_answer_with_the_seed_codes() {
     let (st, b) = api.call(Method::GET, "/v1/vendors", None).await;
     assert_eq!(st, 200);
     assert_eq!(b["vendors"][0]["capabilities"]["task_status"], "unknown", "no status API is shown as unknown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_text_plain_stream_creates_a_job_in_one_go() {
+    let api = Api::start().await;
+    let body = "https://a.example/1\n# comment\nnot a url\nhttps://a.example/2\n";
+    let r = api
+        .http
+        .post(format!("{}/v1/jobs?name=streamed&task_type=preload&vendors=hook", api.base))
+        .bearer_auth("test-token")
+        .header("content-type", "text/plain")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 201);
+    let b: Value = r.json().await.unwrap();
+    assert_eq!((b["url_count"].as_i64(), b["rejected"].as_i64()), (Some(2), Some(1)));
+    assert!(b["rejected_lines"].as_str().unwrap().contains("line 3:"), "{b}");
+    let id = b["id"].as_i64().unwrap();
+    let r = api
+        .http
+        .post(format!("{}/v1/jobs/{id}/urls", api.base))
+        .bearer_auth("test-token")
+        .header("content-type", "text/plain")
+        .body("https://a.example/2\nhttps://a.example/3\n")
+        .send()
+        .await
+        .unwrap();
+    let b: Value = r.json().await.unwrap();
+    assert_eq!((b["added"].as_i64(), b["url_count"].as_i64()), (Some(1), Some(3)), "duplicates dropped");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dry_run_answers_the_timetable_and_creates_nothing() {
+    let api = Api::start().await;
+    let urls: Vec<String> = (0..250).map(|i| format!("https://a.example/{i}")).collect();
+    let (_, job) = api
+        .call(
+            Method::POST,
+            "/v1/jobs",
+            Some(json!({"name": "dry", "task_type": "preload", "vendors": ["hook"], "urls": urls})),
+        )
+        .await;
+    let id = job["id"].as_i64().unwrap();
+    let plans = json!({"plans": [{"start_time": "2030-01-01T00:00:00Z", "end_time": "2030-01-01T00:02:00Z", "interval": 60, "slice_len": 100}]});
+    let (st, b) = api.call(Method::POST, &format!("/v1/jobs/{id}/plans?dry_run=true"), Some(plans)).await;
+    assert_eq!(st, 200, "{b}");
+    let p = &b["plans"][0];
+    assert_eq!(
+        (p["slices"].as_i64(), p["urls"].as_i64(), p["urls_left_after"].as_i64()),
+        (Some(2), Some(200), Some(50))
+    );
+    assert_eq!(p["window_fits_list"], false);
+    assert_eq!(p["timetable"][1]["due"], "2030-01-01T00:01:00.000Z");
+    assert_eq!(
+        (p["vendors"][0]["requests_per_slice"].as_i64(), p["vendors"][0]["requests"].as_i64()),
+        (Some(1), Some(2)),
+        "the webhook takes 1,000 URLs a request"
+    );
+    let (_, b) = api.call(Method::GET, &format!("/v1/jobs/{id}/plans"), None).await;
+    assert_eq!(b["plans"].as_array().unwrap().len(), 0, "nothing created");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_failed_replans_exactly_the_failed_urls() {
+    let api = Api::start().await;
+    api.recv.script(&[(403, None)]);
+    let urls = ["https://a.example/1", "https://a.example/2", "https://a.example/3"];
+    let (_, job) = api
+        .call(
+            Method::POST,
+            "/v1/jobs",
+            Some(json!({"name": "rf", "task_type": "preload", "vendors": ["hook"], "urls": urls})),
+        )
+        .await;
+    let id = job["id"].as_i64().unwrap();
+    let start = chrono::Utc::now();
+    let plan = json!({"plans": [{"start_time": start.to_rfc3339(), "end_time": (start + chrono::Duration::hours(1)).to_rfc3339(), "interval": 60, "slice_len": 2}]});
+    let (_, b) = api.call(Method::POST, &format!("/v1/jobs/{id}/plans"), Some(plan)).await;
+    let pid = b["plans"][0]["id"].as_i64().unwrap();
+    // The first slice fails for good (403): the plan fails with the code kept.
+    let mut failed = Value::Null;
+    for _ in 0..400 {
+        let (_, p) = api.call(Method::GET, &format!("/v1/plans/{pid}"), None).await;
+        if p["status"] == "failed" {
+            failed = p;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(failed["error_info"].as_str().unwrap_or("").contains("HTTP403"), "{failed}");
+    let (st, b) = api
+        .call(Method::POST, &format!("/v1/jobs/{id}/retry-failed"), Some(json!({"interval": 1, "slice_len": 10})))
+        .await;
+    assert_eq!(st, 201, "{b}");
+    assert_eq!(b["jobs"][0]["name"], "rf.retry1.hook");
+    assert_eq!(b["jobs"][0]["urls"], 2, "exactly the two URLs of the failed slice");
+    let hits = api.recv.wait_until("the retried URLs", Duration::from_secs(30), |h| !h.is_empty()).await;
+    assert_eq!(hits[0].urls, vec!["https://a.example/1", "https://a.example/2"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_over_the_token_rate_get_429_and_the_daemon_stays_healthy() {
+    let api = Api::start_with("requests_per_second = 5").await;
+    let mut codes = Vec::new();
+    for _ in 0..40 {
+        let (st, b) = api.call(Method::GET, "/v1/jobs", None).await;
+        codes.push(st);
+        if st == 429 {
+            assert_eq!(b["code"], "TooManyRequests");
+        }
+    }
+    assert!(codes.iter().filter(|c| **c == 200).count() >= 5);
+    assert!(codes.contains(&429), "{codes:?}");
+    let r = api.http.get(format!("{}/healthz", api.base)).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remote_lists_are_fetched_safely() {
+    // Refused by default: the list's host is loopback.
+    let api = Api::start().await;
+    let list = format!("http://{}/list.txt", api.recv.addr);
+    let (st, b) = api
+        .call(
+            Method::POST,
+            "/v1/jobs",
+            Some(json!({"name": "remote", "task_type": "preload", "vendors": ["hook"], "urls_url": list})),
+        )
+        .await;
+    assert_eq!((st, b["code"].as_str()), (400, Some("InvalidParameter")));
+    assert!(b["message"].as_str().unwrap().contains("internal address"), "{b}");
+    let (st, _) = api.call(Method::POST, "/v1/jobs", Some(json!({"name": "remote", "task_type": "preload", "vendors": ["hook"], "urls_url": "file:///etc/passwd"}))).await;
+    assert_eq!(st, 400);
+
+    // Allowed for in-house use: a sitemap index pointing at a gzip sitemap, served on loopback.
+    let api = Api::start_with("requests_per_second = 1000\nallow_private_lists = true").await;
+    let origin = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", origin.local_addr().unwrap());
+    let index = format!("<sitemapindex><sitemap><loc>{base}/s1.xml.gz</loc></sitemap></sitemapindex>");
+    let sitemap = "<urlset><url><loc>https://www.example.com/a?x=1&amp;y=2</loc></url><url><loc>https://www.example.com/b</loc></url></urlset>";
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    std::io::Write::write_all(&mut gz, sitemap.as_bytes()).unwrap();
+    let gz = gz.finish().unwrap();
+    let app = axum::Router::new()
+        .route("/index.xml", axum::routing::get(move || async move { index }))
+        .route("/s1.xml.gz", axum::routing::get(move || async move { gz }));
+    tokio::spawn(async move { axum::serve(origin, app).await });
+    let (st, b) = api
+        .call(Method::POST, "/v1/jobs", Some(json!({"name": "sitemap", "task_type": "preload", "vendors": ["hook"], "sitemap_url": format!("{base}/index.xml")})))
+        .await;
+    assert_eq!(st, 201, "{b}");
+    assert_eq!(b["url_count"], 2);
 }
