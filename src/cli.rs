@@ -44,6 +44,40 @@ pub enum Command {
     },
     /// Copy the state database to PATH while the daemon runs (VACUUM INTO).
     Backup { path: PathBuf },
+    /// Jobs on a running daemon.
+    Job {
+        #[command(flatten)]
+        conn: crate::client::Conn,
+        #[command(subcommand)]
+        command: crate::client::JobCommand,
+    },
+    /// Plans (windows) on a running daemon.
+    Plan {
+        #[command(flatten)]
+        conn: crate::client::Conn,
+        #[command(subcommand)]
+        command: crate::client::PlanCommand,
+    },
+    /// Tasks (slices and their per-vendor subtasks) on a running daemon.
+    Task {
+        #[command(flatten)]
+        conn: crate::client::Conn,
+        #[command(subcommand)]
+        command: crate::client::TaskCommand,
+    },
+    /// Vendor accounts of a running daemon: capabilities, health, quota.
+    Vendor {
+        #[command(flatten)]
+        conn: crate::client::Conn,
+        #[command(subcommand)]
+        command: crate::client::VendorCommand,
+    },
+    /// Live progress of a job until it is done.
+    Watch {
+        #[command(flatten)]
+        conn: crate::client::Conn,
+        job: String,
+    },
     /// Recurring schedules.
     Schedule {
         #[command(subcommand)]
@@ -101,6 +135,11 @@ fn load(cli: &Cli) -> Result<Config, ConfigError> {
 async fn run(cli: Cli) -> i32 {
     match &cli.command {
         Command::CheckConfig => check_config(&cli).await,
+        Command::Job { conn, command } => crate::client::job(conn, command).await,
+        Command::Plan { conn, command } => crate::client::plan(conn, command).await,
+        Command::Task { conn, command } => crate::client::task(conn, command).await,
+        Command::Vendor { conn, command } => crate::client::vendor(conn, command).await,
+        Command::Watch { conn, job } => crate::client::watch(conn, job).await,
         Command::Demo => {
             if std::env::var_os("RUST_LOG").is_some() {
                 crate::logging::init(crate::config::LogFormat::Auto);

@@ -8,13 +8,15 @@
 //! - [`store`]: SQLite, migrations, and every SQL statement.
 //! - [`engine`]: plans → slices → subtasks, retries, polling, crash reconciliation.
 //! - [`vendor`]: the vendor trait, per-account limiters, and each vendor client.
-//! - [`api`]: the HTTP API; [`daemon`]: `serve`; [`cli`]: the command line.
+//! - [`api`]: the HTTP API; [`daemon`]: `serve`; [`cli`]: the command line; [`client`]: the
+//!   client commands that talk to the API.
 //! - [`cron`]: cron rules and DST-correct firing times; [`sign`]: vendor request signatures.
 //! - [`emulator`]: Alibaba Cloud CDN and ESA emulated over loopback HTTP (`preloadd emulator`).
 //! - [`clock`], [`quota`], [`logging`], [`summary`]: small helpers.
 
 pub mod api;
 pub mod cli;
+pub mod client;
 pub mod clock;
 pub mod config;
 pub mod cron;

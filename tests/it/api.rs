@@ -6,8 +6,8 @@ use serde_json::{json, Value};
 
 use crate::common::Receiver;
 
-struct Api {
-    base: String,
+pub(crate) struct Api {
+    pub(crate) base: String,
     recv: Receiver,
     http: reqwest::Client,
     _dir: tempfile::TempDir,
@@ -15,7 +15,7 @@ struct Api {
 }
 
 impl Api {
-    async fn start() -> Api {
+    pub(crate) async fn start() -> Api {
         Api::start_with("requests_per_second = 1000").await
     }
 
