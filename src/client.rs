@@ -719,7 +719,7 @@ pub async fn watch(conn: &Conn, job: &str) -> i32 {
                 ));
             }
             if tty {
-                print!("\x1b[2J\x1b[H{}\n", lines.join("\n"));
+                println!("\x1b[2J\x1b[H{}", lines.join("\n"));
             } else {
                 println!("{}", lines.join(" | "));
             }
