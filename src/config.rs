@@ -139,6 +139,40 @@ pub struct JobConfig {
     pub source: UrlSource,
     pub catch_up: CatchUp,
     pub plans: Vec<PlanSpec>,
+    pub schedule: Option<ScheduleSpec>,
+}
+
+/// A recurring schedule (`[job.schedule]`): a fresh plan at every firing of `cron` in `timezone`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScheduleSpec {
+    pub cron: String,
+    pub timezone: String,
+    pub window_ms: i64,
+    pub interval_ms: i64,
+    pub slice_len: i64,
+    pub effective_from: Option<i64>,
+    pub effective_until: Option<i64>,
+    pub enabled: bool,
+    /// `missed = "run_once"` (default): a firing missed while down runs once if its window is
+    /// still open; `"skip"`: it does not.
+    pub run_missed: bool,
+}
+
+impl ScheduleSpec {
+    /// The first firing strictly after `after_ms` inside the effective range, or `None`.
+    pub fn next_fire(&self, after_ms: i64) -> Option<i64> {
+        let rule = crate::cron::Schedule::parse(&self.cron).ok()?;
+        let tz: chrono_tz::Tz = self.timezone.parse().ok()?;
+        let after = match self.effective_from {
+            Some(from) if from - 1 > after_ms => from - 1,
+            _ => after_ms,
+        };
+        let t = rule.next_after(crate::clock::to_datetime(after), tz)?.timestamp_millis();
+        match self.effective_until {
+            Some(until) if t > until => None,
+            _ => Some(t),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -242,6 +276,21 @@ struct RawJob {
     catch_up: Option<Spanned<String>>,
     #[serde(default)]
     plan: Vec<Spanned<RawPlan>>,
+    schedule: Option<Spanned<RawSchedule>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSchedule {
+    cron: Spanned<String>,
+    timezone: Option<Spanned<String>>,
+    window: Spanned<DurationValue>,
+    interval: Spanned<DurationValue>,
+    slice_len: Spanned<i64>,
+    effective_from: Option<Spanned<String>>,
+    effective_until: Option<Spanned<String>>,
+    enabled: Option<bool>,
+    missed: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -686,7 +735,61 @@ impl Validator<'_> {
             }
             plans.push(spec);
         }
-        Ok(JobConfig { name, task_type, vendors: names, source, catch_up, plans })
+        let schedule = j.schedule.as_ref().map(|s| self.schedule(s.get_ref())).transpose()?;
+        Ok(JobConfig { name, task_type, vendors: names, source, catch_up, plans, schedule })
+    }
+
+    fn schedule(&self, s: &RawSchedule) -> Result<ScheduleSpec, ConfigError> {
+        crate::cron::Schedule::parse(s.cron.get_ref()).map_err(|e| self.err(&s.cron, "cron", e.to_string()))?;
+        let timezone = match &s.timezone {
+            Some(tz) => {
+                tz.get_ref()
+                    .parse::<chrono_tz::Tz>()
+                    .map_err(|_| self.err(tz, "timezone", format!("unknown IANA time zone `{}`", tz.get_ref())))?;
+                tz.get_ref().clone()
+            }
+            None => "UTC".to_string(),
+        };
+        let window = self.duration(&s.window, "window")?;
+        let interval = self.duration(&s.interval, "interval")?;
+        if window.is_zero() {
+            return Err(self.err(&s.window, "window", "window must be more than 0"));
+        }
+        if interval.is_zero() {
+            return Err(self.err(&s.interval, "interval", "interval must be more than 0"));
+        }
+        if *s.slice_len.get_ref() <= 0 {
+            return Err(self.err(&s.slice_len, "slice_len", "slice_len must be at least 1"));
+        }
+        let time = |t: &Option<Spanned<String>>, key: &str| -> Result<Option<i64>, ConfigError> {
+            t.as_ref().map(|t| parse_time(t.get_ref()).map_err(|m| self.err(t, key, m))).transpose()
+        };
+        let effective_from = time(&s.effective_from, "effective_from")?;
+        let effective_until = time(&s.effective_until, "effective_until")?;
+        if let (Some(f), Some(u), Some(span)) = (effective_from, effective_until, &s.effective_until) {
+            if u <= f {
+                return Err(self.err(span, "effective_until", "effective_until must be later than effective_from"));
+            }
+        }
+        let run_missed = match &s.missed {
+            None => true,
+            Some(m) => match m.get_ref().as_str() {
+                "run_once" => true,
+                "skip" => false,
+                other => return Err(self.err(m, "missed", format!("`{other}`: expected run_once or skip"))),
+            },
+        };
+        Ok(ScheduleSpec {
+            cron: s.cron.get_ref().clone(),
+            timezone,
+            window_ms: window.as_millis() as i64,
+            interval_ms: interval.as_millis() as i64,
+            slice_len: *s.slice_len.get_ref(),
+            effective_from,
+            effective_until,
+            enabled: s.enabled.unwrap_or(true),
+            run_missed,
+        })
     }
 }
 

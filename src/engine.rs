@@ -147,6 +147,7 @@ impl Engine {
     /// Advances plan statuses and takes every due slice. Returns the new slices' subtask ids.
     pub async fn tick(&self) -> Result<Vec<i64>, StoreError> {
         let now = self.now();
+        self.fire_schedules(now).await?;
         for (plan, status) in self.store.advance_plans(now).await? {
             info!(plan, status = %status, "plan status changed");
         }
@@ -167,6 +168,43 @@ impl Engine {
             }
         }
         Ok(started)
+    }
+
+    /// Fires every due schedule once. Firings missed while the daemon was down collapse into
+    /// the latest one: under `missed = "run_once"` it runs if its window is still open, else it
+    /// is recorded as skipped — never one plan per missed firing.
+    pub async fn fire_schedules(&self, now: i64) -> Result<(), StoreError> {
+        /// A firing this late is on time (the loop wakes a little after the instant).
+        const ON_TIME_MS: i64 = 60_000;
+        for s in self.store.due_schedules(now).await? {
+            let Some(expected) = s.next_fire else { continue };
+            let mut latest = expected;
+            for _ in 0..100_000 {
+                match s.spec.next_fire(latest) {
+                    Some(n) if n <= now => latest = n,
+                    _ => break,
+                }
+            }
+            let next = s.spec.next_fire(now);
+            let reason = if now - latest <= ON_TIME_MS {
+                None
+            } else if !s.spec.run_missed {
+                Some("missed while the daemon was down (missed = \"skip\")".to_string())
+            } else if now >= latest + s.spec.window_ms {
+                Some("missed while the daemon was down; its window has closed".to_string())
+            } else {
+                None
+            };
+            let outcome = self.store.fire_schedule(s.id, expected, Some(latest), reason, next, now).await?;
+            info!(
+                job = s.job_id,
+                fire_at = %crate::clock::rfc3339(latest),
+                next = %next.map(crate::clock::rfc3339).unwrap_or_else(|| "none".into()),
+                outcome = ?outcome,
+                "schedule fired"
+            );
+        }
+        Ok(())
     }
 
     /// One pass of everything due now, done inline: plan changes, due slices, their vendor

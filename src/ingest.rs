@@ -195,6 +195,7 @@ async fn apply_one(store: &Store, jc: &JobConfig, allow_private: bool, now: i64)
         }
     };
     store::sync_config_plans(&mut tx, job_id, &jc.plans, now).await?;
+    sync_schedule(&mut tx, job_id, jc.schedule.as_ref(), now).await?;
     tx.commit().await.map_err(StoreError::from)?;
     Ok(())
 }
@@ -232,4 +233,22 @@ pub async fn scan_with(source: &UrlSource, allow_private: bool) -> Result<Ingest
     }
     report.digest = hex::encode(hasher.finalize());
     Ok(report)
+}
+
+/// Makes a declarative job's schedule match the config. An unchanged schedule keeps its stored
+/// next firing (so a restart neither repeats nor loses one); a new or changed one starts from now.
+async fn sync_schedule(
+    tx: &mut Tx,
+    job_id: i64,
+    spec: Option<&crate::config::ScheduleSpec>,
+    now: i64,
+) -> Result<(), IngestError> {
+    let existing = store::schedule_of_job_tx(tx, job_id).await?;
+    match (spec, existing) {
+        (None, Some(_)) => store::delete_schedule_tx(tx, job_id).await?,
+        (None, None) => {}
+        (Some(spec), Some(row)) if &row.spec == spec => {}
+        (Some(spec), _) => store::upsert_schedule(tx, job_id, spec, spec.next_fire(now), now).await?,
+    }
+    Ok(())
 }

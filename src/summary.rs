@@ -40,6 +40,9 @@ pub async fn render(cfg: &Config) -> Result<String, String> {
             UrlSource::Sitemap(u) => format!("sitemap_url {u}"),
         };
         let _ = writeln!(out, "  {} — {} to {} from {from}", j.name, j.task_type, j.vendors.join(", "));
+        if let Some(s) = &j.schedule {
+            schedule_lines(&mut out, s);
+        }
         match ingest::scan(&j.source).await {
             Ok(r) => {
                 if r.valid == 0 {
@@ -83,4 +86,34 @@ pub async fn render(cfg: &Config) -> Result<String, String> {
         }
     }
     Ok(out)
+}
+
+/// The schedule line of a job: the rule, its zone and pace, and the next three firings.
+fn schedule_lines(out: &mut String, s: &crate::config::ScheduleSpec) {
+    let _ = writeln!(
+        out,
+        "    schedule `{}` in {}: a {}s window every firing, every {}s, {} URLs a slice{}",
+        s.cron,
+        s.timezone,
+        s.window_ms / 1000,
+        s.interval_ms as f64 / 1000.0,
+        s.slice_len,
+        if s.enabled { "" } else { " (disabled)" }
+    );
+    let tz: chrono_tz::Tz = s.timezone.parse().unwrap_or(chrono_tz::UTC);
+    let mut after = chrono::Utc::now().timestamp_millis();
+    for _ in 0..3 {
+        match s.next_fire(after) {
+            Some(t) => {
+                let local = crate::clock::to_datetime(t).with_timezone(&tz);
+                let _ =
+                    writeln!(out, "      next firing {}", local.to_rfc3339_opts(chrono::SecondsFormat::Secs, false));
+                after = t;
+            }
+            None => {
+                let _ = writeln!(out, "      no further firing in its effective range");
+                break;
+            }
+        }
+    }
 }

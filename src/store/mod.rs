@@ -8,6 +8,7 @@
 mod jobs;
 mod plans;
 mod quota;
+mod schedules;
 mod tasks;
 mod work;
 
@@ -17,6 +18,7 @@ pub use jobs::{
 };
 pub use plans::{insert_plan, sync_config_plans, Plan, PlanChange};
 pub use quota::Reservation;
+pub use schedules::{delete_schedule_tx, schedule_of_job_tx, upsert_schedule, FireOutcome, Firing, ScheduleRow};
 pub use tasks::{TaskFilter, TaskView};
 pub use work::{Slice, SliceStart, Subtask, SubtaskWork, UrlOutcome, VendorProgress};
 

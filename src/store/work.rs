@@ -191,7 +191,8 @@ impl Store {
                UNION ALL SELECT MIN(next_due) FROM plans p WHERE status = 'running' AND NOT EXISTS \
                  (SELECT 1 FROM slices s WHERE s.job_id = p.job_id AND s.status IN ('pending', 'submitting')) \
                UNION ALL SELECT MIN(COALESCE(wait_until, 0)) FROM subtasks WHERE status = 'pending' \
-               UNION ALL SELECT MIN(next_poll_at) FROM subtasks WHERE status = 'submitted')",
+               UNION ALL SELECT MIN(next_poll_at) FROM subtasks WHERE status = 'submitted' \
+               UNION ALL SELECT MIN(next_fire) FROM schedules WHERE enabled = 1)",
         )
         .fetch_one(self.pool())
         .await?)

@@ -144,3 +144,29 @@ fn demo_runs_end_to_end_against_the_emulator() {
         assert_eq!(done + failed, 400, "every URL tracked to an outcome at {vendor}: {line}");
     }
 }
+
+#[test]
+fn schedules_are_validated_and_their_next_firings_printed() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = good(dir.path());
+    let with = |s: &str| format!("{base}\n[job.schedule]\n{s}\n");
+    let ok =
+        with("cron = \"0 0 2 * * ?\"\ntimezone = \"Asia/Shanghai\"\nwindow = \"2h\"\ninterval = 60\nslice_len = 100");
+    let (code, out, err) = check(dir.path(), &ok);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.matches("next firing").count(), 3, "{out}");
+    assert!(out.contains("T02:00:00+08:00"), "{out}");
+    for (text, key) in [
+        ("cron = \"0 0 25 * * *\"\nwindow = \"2h\"\ninterval = 60\nslice_len = 1", "cron"),
+        (
+            "cron = \"0 0 2 * * *\"\ntimezone = \"Mars/Olympus\"\nwindow = \"2h\"\ninterval = 60\nslice_len = 1",
+            "timezone",
+        ),
+        ("cron = \"0 0 2 * * *\"\nwindow = 0\ninterval = 60\nslice_len = 1", "window"),
+        ("cron = \"0 0 2 * * *\"\nwindow = \"2h\"\ninterval = 60\nslice_len = 1\nmissed = \"sometimes\"", "missed"),
+    ] {
+        let (code, _, err) = check(dir.path(), &with(text));
+        assert_eq!(code, 78, "{key}: {err}");
+        assert!(err.contains(&format!("`{key}`")), "{key}: {err}");
+    }
+}

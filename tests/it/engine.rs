@@ -324,3 +324,115 @@ async fn a_slice_over_the_daily_quota_waits_for_the_vendor_day_to_reset() {
     engine.step().await.unwrap();
     assert_eq!(recv.urls(), urls("quota", 0..6), "sent once the vendor day turned");
 }
+
+fn schedule_spec(cron: &str, tz: &str, run_missed: bool) -> preloadd::config::ScheduleSpec {
+    preloadd::config::ScheduleSpec {
+        cron: cron.into(),
+        timezone: tz.into(),
+        window_ms: 60 * MIN,
+        interval_ms: MIN,
+        slice_len: 2,
+        effective_from: None,
+        effective_until: None,
+        enabled: true,
+        run_missed,
+    }
+}
+
+async fn with_schedule(f: &Fixture, job: i64, spec: &preloadd::config::ScheduleSpec, now: i64) {
+    let mut tx = f.store.write().await.unwrap();
+    preloadd::store::upsert_schedule(&mut tx, job, spec, spec.next_fire(now), now).await.unwrap();
+    tx.commit().await.unwrap();
+}
+
+/// 2026-11-30T02:00:00+08:00 is T0: a daily 02:00 Asia/Shanghai rule fires at T0, T0 + 1 day...
+const DAY: i64 = 24 * 60 * MIN;
+
+#[tokio::test]
+async fn a_schedule_fires_a_fresh_plan_daily_and_the_whole_list_goes_again() {
+    let f = Fixture::new(100).await;
+    let job = f.job("nightly", 4).await;
+    let spec = schedule_spec("0 0 2 * * *", "Asia/Shanghai", true);
+    with_schedule(&f, job, &spec, T0 - MIN).await;
+    assert_eq!(f.store.schedule_of_job(job).await.unwrap().unwrap().next_fire, Some(T0));
+    f.at(T0 - 1).await;
+    assert!(f.store.plans_of_job(job).await.unwrap().is_empty());
+    f.at(T0).await;
+    f.at(T0 + MIN).await;
+    f.at(T0 + MIN).await;
+    assert_eq!(f.recv.urls(), urls("nightly", 0..4));
+    let plans = f.store.plans_of_job(job).await.unwrap();
+    assert_eq!((plans.len(), plans[0].start_time, plans[0].end_time), (1, T0, T0 + 60 * MIN));
+    assert_eq!(plans[0].status, PlanStatus::Finished);
+    // The next night: a fresh plan, the cursor back at the start.
+    f.at(T0 + DAY).await;
+    f.at(T0 + DAY + MIN).await;
+    let mut want = urls("nightly", 0..4);
+    want.extend(urls("nightly", 0..4));
+    assert_eq!(f.recv.urls(), want);
+    let sched = f.store.schedule_of_job(job).await.unwrap().unwrap();
+    assert_eq!(sched.next_fire, Some(T0 + 2 * DAY), "the next firing is durable");
+    let firings = f.store.firings(sched.id).await.unwrap();
+    assert_eq!(
+        firings.iter().map(|x| (x.fire_at, x.outcome.as_str())).collect::<Vec<_>>(),
+        vec![(T0, "planned"), (T0 + DAY, "planned")]
+    );
+}
+
+#[tokio::test]
+async fn firings_missed_while_down_run_once_if_their_window_is_open_never_once_each() {
+    let f = Fixture::new(100).await;
+    let job = f.job("missed", 4).await;
+    with_schedule(&f, job, &schedule_spec("0 0 2 * * *", "Asia/Shanghai", true), T0 - MIN).await;
+    // Down for three nights; back 30 minutes into the fourth night's window.
+    f.at(T0 + 3 * DAY + 30 * MIN).await;
+    let plans = f.store.plans_of_job(job).await.unwrap();
+    assert_eq!(plans.len(), 1, "one plan for the latest firing, not one per missed night");
+    assert_eq!(plans[0].start_time, T0 + 3 * DAY);
+    assert_eq!(f.recv.urls(), urls("missed", 0..2), "it runs at once");
+    // Back after the window closed: recorded as skipped, no plan.
+    let job2 = f.job("missed2", 4).await;
+    with_schedule(&f, job2, &schedule_spec("0 0 2 * * *", "Asia/Shanghai", true), T0 + 3 * DAY).await;
+    f.at(T0 + 5 * DAY + 2 * 60 * MIN).await;
+    assert!(f.store.plans_of_job(job2).await.unwrap().is_empty());
+    let s2 = f.store.schedule_of_job(job2).await.unwrap().unwrap();
+    let firings = f.store.firings(s2.id).await.unwrap();
+    assert_eq!(firings.len(), 1);
+    assert_eq!(firings[0].outcome, "skipped");
+    assert!(firings[0].detail.contains("window has closed"), "{}", firings[0].detail);
+    assert_eq!(s2.next_fire, Some(T0 + 6 * DAY));
+}
+
+#[tokio::test]
+async fn missed_skip_policy_and_a_still_running_plan_are_recorded_as_skipped() {
+    let f = Fixture::new(100).await;
+    let job = f.job("skip", 4).await;
+    with_schedule(&f, job, &schedule_spec("0 0 2 * * *", "Asia/Shanghai", false), T0 - MIN).await;
+    f.at(T0 + 10 * MIN).await;
+    assert!(f.store.plans_of_job(job).await.unwrap().is_empty(), "missed = skip");
+    // A long-running API plan when the next firing comes: skipped, named.
+    let p = f.plan(job, T0 + DAY - MIN, T0 + DAY + 120 * MIN, 3600, 1).await;
+    f.at(T0 + DAY).await;
+    let s = f.store.schedule_of_job(job).await.unwrap().unwrap();
+    let firings = f.store.firings(s.id).await.unwrap();
+    assert_eq!(firings.len(), 2);
+    assert_eq!(firings[1].outcome, "skipped");
+    assert!(firings[1].detail.contains(&format!("plan {p}")), "{}", firings[1].detail);
+}
+
+#[tokio::test]
+async fn a_new_york_schedule_fires_once_on_the_spring_forward_night() {
+    let f = Fixture::new(100).await;
+    let job = f.job("dst", 2).await;
+    // 02:30 does not exist on 2026-03-08 in New York: it fires once, at 03:00 EDT (07:00Z).
+    let start = preloadd::config::parse_time("2026-03-07T12:00:00-05:00").unwrap();
+    let mut spec = schedule_spec("0 30 2 * * *", "America/New_York", true);
+    spec.window_ms = 10 * MIN;
+    with_schedule(&f, job, &spec, start).await;
+    let s = f.store.schedule_of_job(job).await.unwrap().unwrap();
+    assert_eq!(s.next_fire.map(preloadd::clock::rfc3339).as_deref(), Some("2026-03-08T07:00:00.000Z"));
+    f.at(s.next_fire.unwrap()).await;
+    let after = f.store.schedule_of_job(job).await.unwrap().unwrap().next_fire.unwrap();
+    assert_eq!(preloadd::clock::rfc3339(after), "2026-03-09T06:30:00.000Z", "then 02:30 EDT the next day");
+    assert_eq!(f.store.plans_of_job(job).await.unwrap().len(), 1);
+}
