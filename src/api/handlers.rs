@@ -611,3 +611,89 @@ async fn dry_run(s: &AppState, job: &Job, specs: &[PlanSpec]) -> Result<Value, A
     }
     Ok(json!({"dry_run": true, "plans": plans}))
 }
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScheduleInput {
+    cron: String,
+    timezone: Option<String>,
+    window: Seconds,
+    interval: Seconds,
+    slice_len: i64,
+    effective_from: Option<String>,
+    effective_until: Option<String>,
+    enabled: Option<bool>,
+    /// `run_once` (default) or `skip`.
+    missed: Option<String>,
+}
+
+fn schedule_json(job_id: i64, row: &crate::store::ScheduleRow) -> Value {
+    let s = &row.spec;
+    json!({
+        "job_id": job_id, "cron": s.cron, "timezone": s.timezone, "window": s.window_ms as f64 / 1000.0,
+        "interval": s.interval_ms as f64 / 1000.0, "slice_len": s.slice_len,
+        "effective_from": s.effective_from.map(rfc3339), "effective_until": s.effective_until.map(rfc3339),
+        "enabled": s.enabled, "missed": if s.run_missed { "run_once" } else { "skip" },
+        "next_fire": row.next_fire.map(rfc3339),
+    })
+}
+
+pub async fn get_schedule(State(s): State<AppState>, Path(id): Path<i64>) -> ApiResult {
+    s.engine.store().job(id).await?;
+    match s.engine.store().schedule_of_job(id).await? {
+        Some(row) => Ok(with_id(schedule_json(id, &row))),
+        None => Err(ApiError::new(StatusCode::NOT_FOUND, "InvalidSchedule.NotFound", "the job has no schedule")),
+    }
+}
+
+/// `PUT /v1/jobs/{id}/schedule`: creates or replaces the job's recurring schedule.
+pub async fn put_schedule(State(s): State<AppState>, Path(id): Path<i64>, Json(b): Json<ScheduleInput>) -> ApiResult {
+    editable_job(&s, id).await?;
+    crate::cron::Schedule::parse(&b.cron).map_err(|e| ApiError::invalid(format!("cron: {e}")))?;
+    let timezone = b.timezone.unwrap_or_else(|| "UTC".into());
+    timezone
+        .parse::<chrono_tz::Tz>()
+        .map_err(|_| ApiError::invalid(format!("timezone: unknown IANA time zone `{timezone}`")))?;
+    let spec = crate::config::ScheduleSpec {
+        cron: b.cron,
+        timezone,
+        window_ms: b.window.millis("window")?,
+        interval_ms: b.interval.millis("interval")?,
+        slice_len: b.slice_len,
+        effective_from: b.effective_from.as_deref().map(|t| time("effective_from", t)).transpose()?,
+        effective_until: b.effective_until.as_deref().map(|t| time("effective_until", t)).transpose()?,
+        enabled: b.enabled.unwrap_or(true),
+        run_missed: match b.missed.as_deref() {
+            None | Some("run_once") => true,
+            Some("skip") => false,
+            Some(other) => return Err(ApiError::invalid(format!("missed: `{other}`: expected run_once or skip"))),
+        },
+    };
+    if spec.slice_len <= 0 {
+        return Err(ApiError::invalid("slice_len must be at least 1"));
+    }
+    if let (Some(f), Some(u)) = (spec.effective_from, spec.effective_until) {
+        if u <= f {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "InvalidEndTime.Mismatch",
+                "effective_until is not after effective_from",
+            ));
+        }
+    }
+    let now = s.engine.now();
+    let mut tx = s.engine.store().write().await?;
+    crate::store::upsert_schedule(&mut tx, id, &spec, spec.next_fire(now), now).await?;
+    tx.commit().await.map_err(StoreError::from)?;
+    s.engine.nudge();
+    let row = s.engine.store().schedule_of_job(id).await?.ok_or(StoreError::NotFound)?;
+    Ok(with_id(schedule_json(id, &row)))
+}
+
+pub async fn delete_schedule(State(s): State<AppState>, Path(id): Path<i64>) -> ApiResult {
+    editable_job(&s, id).await?;
+    let mut tx = s.engine.store().write().await?;
+    crate::store::delete_schedule_tx(&mut tx, id).await?;
+    tx.commit().await.map_err(StoreError::from)?;
+    Ok(with_id(json!({"job_id": id, "deleted": true})))
+}

@@ -46,6 +46,10 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/jobs/{id}/reset", post(handlers::reset_job))
         .route("/v1/jobs/{id}/urls", post(handlers::append_urls))
         .route("/v1/jobs/{id}/retry-failed", post(handlers::retry_failed))
+        .route(
+            "/v1/jobs/{id}/schedule",
+            get(handlers::get_schedule).put(handlers::put_schedule).delete(handlers::delete_schedule),
+        )
         .route("/v1/jobs/{id}/plans", post(handlers::create_plans).get(handlers::list_plans))
         .route("/v1/plans/{id}", get(handlers::get_plan).patch(handlers::update_plan).delete(handlers::delete_plan))
         .route("/v1/plans/{id}/start", post(handlers::start_plan))

@@ -362,3 +362,36 @@ async fn remote_lists_are_fetched_safely() {
     assert_eq!(st, 201, "{b}");
     assert_eq!(b["url_count"], 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schedule_is_set_read_and_removed_through_the_api() {
+    let api = Api::start().await;
+    let (_, job) = api
+        .call(
+            Method::POST,
+            "/v1/jobs",
+            Some(json!({"name": "s", "task_type": "preload", "vendors": ["hook"], "urls": ["https://a.example/1"]})),
+        )
+        .await;
+    let id = job["id"].as_i64().unwrap();
+    let (st, b) = api.call(Method::GET, &format!("/v1/jobs/{id}/schedule"), None).await;
+    assert_eq!((st, b["code"].as_str()), (404, Some("InvalidSchedule.NotFound")));
+    let body =
+        json!({"cron": "0 0 0 * * ?", "timezone": "Asia/Shanghai", "window": "2h", "interval": 60, "slice_len": 10});
+    let (st, b) = api.call(Method::PUT, &format!("/v1/jobs/{id}/schedule"), Some(body)).await;
+    assert_eq!(st, 200, "{b}");
+    assert!(b["next_fire"].as_str().unwrap().ends_with("T16:00:00.000Z"), "Shanghai midnight: {b}");
+    let (st, b) = api
+        .call(
+            Method::PUT,
+            &format!("/v1/jobs/{id}/schedule"),
+            Some(json!({"cron": "0 61 * * *", "window": 60, "interval": 60, "slice_len": 1})),
+        )
+        .await;
+    assert_eq!((st, b["code"].as_str()), (400, Some("InvalidParameter")));
+    assert!(b["message"].as_str().unwrap().contains("cron"), "{b}");
+    let (st, _) = api.call(Method::DELETE, &format!("/v1/jobs/{id}/schedule"), None).await;
+    assert_eq!(st, 200);
+    let (st, _) = api.call(Method::GET, &format!("/v1/jobs/{id}/schedule"), None).await;
+    assert_eq!(st, 404);
+}
