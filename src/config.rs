@@ -96,6 +96,20 @@ pub struct ApiConfig {
     pub requests_per_second: u32,
     /// Remote URL lists (`urls_url`, `sitemap_url`) may point at private addresses.
     pub allow_private_lists: bool,
+    /// The drop-in ESA scheduled-preload facade (`[api.compat]`), when configured.
+    pub compat: Option<CompatConfig>,
+}
+
+/// `[api.compat]`: ESA's scheduled-preload OpenAPI on a listener of its own.
+#[derive(Debug, Clone)]
+pub struct CompatConfig {
+    pub listen: SocketAddr,
+    pub access_key_id: String,
+    pub secret: Secret,
+    pub requests_per_second: u32,
+    pub max_jobs_per_site: u32,
+    /// `SiteId` → vendor accounts.
+    pub sites: Vec<(i64, Vec<String>)>,
 }
 
 #[derive(Debug, Clone)]
@@ -235,6 +249,26 @@ struct RawApi {
     token_file: Option<Spanned<PathBuf>>,
     requests_per_second: Option<Spanned<u32>>,
     allow_private_lists: Option<bool>,
+    compat: Option<RawCompat>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCompat {
+    listen: Spanned<String>,
+    access_key_id: Spanned<String>,
+    access_key_secret_file: Spanned<PathBuf>,
+    requests_per_second: Option<Spanned<u32>>,
+    max_jobs_per_site: Option<Spanned<u32>>,
+    #[serde(default)]
+    site: Vec<RawSite>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSite {
+    id: Spanned<i64>,
+    vendors: Spanned<Vec<Spanned<String>>>,
 }
 
 #[derive(Deserialize)]
@@ -463,7 +497,56 @@ impl Validator<'_> {
             }
             jobs.push(jc);
         }
+        let mut api = api;
+        api.compat = raw.api.compat.as_ref().map(|c| self.compat(c, &vendors)).transpose()?;
         Ok(Config { path: self.path.to_path_buf(), daemon, api, vendors, jobs })
+    }
+
+    fn compat(&self, c: &RawCompat, vendors: &[VendorConfig]) -> Result<CompatConfig, ConfigError> {
+        let listen = c.listen.get_ref().parse().map_err(|e| {
+            self.err(&c.listen, "listen", format!("invalid socket address `{}`: {e}", c.listen.get_ref()))
+        })?;
+        if c.access_key_id.get_ref().is_empty() {
+            return Err(self.err(&c.access_key_id, "access_key_id", "must not be empty"));
+        }
+        let secret = self.read_secret(&c.access_key_secret_file, "access_key_secret_file")?;
+        let mut sites = Vec::new();
+        for site in &c.site {
+            if sites.iter().any(|(id, _)| id == site.id.get_ref()) {
+                return Err(self.err(&site.id, "id", format!("duplicate site id {}", site.id.get_ref())));
+            }
+            if site.vendors.get_ref().is_empty() {
+                return Err(self.err(&site.vendors, "vendors", "a site maps to at least one vendor account"));
+            }
+            let mut names = Vec::new();
+            for v in site.vendors.get_ref() {
+                let Some(vc) = vendors.iter().find(|c| &c.name == v.get_ref()) else {
+                    return Err(self.err(
+                        v,
+                        "vendors",
+                        format!("site {} names unknown vendor `{}`", site.id.get_ref(), v.get_ref()),
+                    ));
+                };
+                if !supports(vc.kind, TaskType::Preload) {
+                    return Err(self.err(v, "vendors", format!("vendor `{}` cannot preload", vc.name)));
+                }
+                names.push(v.get_ref().clone());
+            }
+            sites.push((*site.id.get_ref(), names));
+        }
+        let positive = |v: &Option<Spanned<u32>>, key: &str, default: u32| match v {
+            Some(x) if *x.get_ref() == 0 => Err(self.err(x, key, "must be at least 1")),
+            Some(x) => Ok(*x.get_ref()),
+            None => Ok(default),
+        };
+        Ok(CompatConfig {
+            listen,
+            access_key_id: c.access_key_id.get_ref().clone(),
+            secret,
+            requests_per_second: positive(&c.requests_per_second, "requests_per_second", 20)?,
+            max_jobs_per_site: positive(&c.max_jobs_per_site, "max_jobs_per_site", 100)?,
+            sites,
+        })
     }
 
     fn daemon(&self, d: &RawDaemon, ov: &Overrides) -> Result<DaemonConfig, ConfigError> {
@@ -513,6 +596,7 @@ impl Validator<'_> {
             token,
             requests_per_second,
             allow_private_lists: a.allow_private_lists.unwrap_or(false),
+            compat: None,
         })
     }
 

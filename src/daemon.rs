@@ -19,11 +19,13 @@ use crate::vendor::Vendors;
 pub struct ServeOptions {
     pub clock: SharedClock,
     pub settings: EngineSettings,
+    /// An already bound listener for `[api.compat]` (tests bind port 0); else its `listen`.
+    pub compat_listener: Option<TcpListener>,
 }
 
 impl Default for ServeOptions {
     fn default() -> Self {
-        ServeOptions { clock: Arc::new(SystemClock), settings: EngineSettings::default() }
+        ServeOptions { clock: Arc::new(SystemClock), settings: EngineSettings::default(), compat_listener: None }
     }
 }
 
@@ -51,6 +53,23 @@ pub async fn run(
     let api = tokio::spawn(async move {
         axum::serve(listener, app).with_graceful_shutdown(async move { api_cancel.cancelled().await }).await
     });
+    let compat = match &config.api.compat {
+        Some(c) => {
+            let listener = match opts.compat_listener {
+                Some(l) => l,
+                None => TcpListener::bind(c.listen)
+                    .await
+                    .with_context(|| format!("binding [api.compat] listen {}", c.listen))?,
+            };
+            info!(listen = %listener.local_addr()?, "ESA-compatible API listening");
+            let app = crate::compat::router(engine.clone(), c.clone());
+            let cancel = cancel.clone();
+            Some(tokio::spawn(async move {
+                axum::serve(listener, app).with_graceful_shutdown(async move { cancel.cancelled().await }).await
+            }))
+        }
+        None => None,
+    };
     info!(listen = %addr, state = %store.path().display(), "preloadd is ready");
 
     let trigger = cancel.clone();
@@ -61,6 +80,9 @@ pub async fn run(
     });
     engine.clone().run(config.daemon.shutdown_timeout, || {}).await?;
     let _ = api.await;
+    if let Some(c) = compat {
+        let _ = c.await;
+    }
     store.close().await;
     info!("stopped");
     Ok(())

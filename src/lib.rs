@@ -11,6 +11,7 @@
 //! - [`api`]: the HTTP API; [`daemon`]: `serve`; [`cli`]: the command line; [`client`]: the
 //!   client commands that talk to the API.
 //! - [`cron`]: cron rules and DST-correct firing times; [`sign`]: vendor request signatures.
+//! - [`compat`]: ESA's scheduled-preload OpenAPI served over the same engine (drop-in).
 //! - [`emulator`]: Alibaba Cloud CDN and ESA emulated over loopback HTTP (`preloadd emulator`).
 //! - [`clock`], [`quota`], [`logging`], [`summary`]: small helpers.
 
@@ -18,6 +19,7 @@ pub mod api;
 pub mod cli;
 pub mod client;
 pub mod clock;
+pub mod compat;
 pub mod config;
 pub mod cron;
 pub mod daemon;

@@ -29,7 +29,7 @@ mod auth;
 mod faults;
 mod ledger;
 mod limits;
-mod protocol;
+pub(crate) mod protocol;
 mod tasks;
 
 use std::collections::HashMap;

@@ -73,7 +73,7 @@ impl Call {
     }
 }
 
-fn http_parts(method: &Method, uri: &Uri, headers: &HeaderMap, body: &[u8]) -> HttpParts {
+pub(crate) fn http_parts(method: &Method, uri: &Uri, headers: &HeaderMap, body: &[u8]) -> HttpParts {
     let mut parts = HttpParts::new(method.as_str(), &percent_decode(uri.path()));
     parts.query = uri.query().map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect()).unwrap_or_default();
     parts.headers = headers
@@ -92,10 +92,10 @@ fn percent_decode(path: &str) -> String {
 
 /// Request parameters: the query first, then a form-encoded body. The SDKs put some parameters
 /// in each (CDN `RefreshObjectCaches` sends `ObjectPath` in the body), and the vendor reads both.
-pub(super) struct Params(Vec<(String, String)>);
+pub(crate) struct Params(Vec<(String, String)>);
 
 impl Params {
-    fn from_parts(parts: &HttpParts) -> Params {
+    pub(crate) fn from_parts(parts: &HttpParts) -> Params {
         let mut pairs = parts.query.clone();
         let form = parts
             .header("content-type")
@@ -155,7 +155,7 @@ impl Params {
 
 /// An Alibaba Cloud error: HTTP status, vendor code, message.
 #[derive(Debug)]
-pub(super) struct AliError {
+pub(crate) struct AliError {
     pub status: StatusCode,
     pub code: &'static str,
     pub message: String,
@@ -214,7 +214,7 @@ impl AliError {
     }
 
     /// The Alibaba error body: `RequestId`, `HostId`, `Code`, `Message`, `Recommend`.
-    pub fn into_response_for(self, call: Option<&Call>) -> Response {
+    pub(super) fn into_response_for(self, call: Option<&Call>) -> Response {
         let request_id = call.map(|c| c.request_id.clone()).unwrap_or_else(crate::api::request_id);
         let (host, product) = match call.map(|c| c.vendor) {
             Some(VendorKind::AliyunEsa) => ("esa.cn-hangzhou.aliyuncs.com", "ESA"),

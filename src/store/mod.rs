@@ -5,6 +5,7 @@
 //! never deadlock on a lock upgrade; each step of the slice state machine commits before the
 //! next side effect.
 
+mod compat;
 mod jobs;
 mod plans;
 mod quota;
@@ -12,6 +13,7 @@ mod schedules;
 mod tasks;
 mod work;
 
+pub use compat::set_compat_job;
 pub use jobs::{
     add_rejections, append_urls, append_urls_tx, clear_urls, insert_job, job_id_by_name, update_job, Job, JobUpdate,
     NewJob,

@@ -3,6 +3,7 @@
 mod api;
 mod cli;
 mod common;
+mod compat;
 mod config_cli;
 mod emulator;
 mod engine;

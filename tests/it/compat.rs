@@ -1,0 +1,117 @@
+//! The ESA scheduled-preload facade driven by the official ESA SDK, unmodified but for the
+//! endpoint and keys; and the same jobs seen through the native API.
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::common::Receiver;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_official_esa_sdk_drives_scheduled_preload() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let python = root.join(".venv/bin/python");
+    assert!(python.exists(), "{} is missing: run scripts/python-env.sh (scripts/test.sh does)", python.display());
+    let recv = Receiver::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("token"), "test-token").unwrap();
+    std::fs::write(dir.path().join("compat-secret"), "compat-sk").unwrap();
+    let text = format!(
+        r#"[daemon]
+state_dir = "{state}"
+[api]
+token_file = "token"
+requests_per_second = 1000
+[api.compat]
+listen = "127.0.0.1:0"
+access_key_id = "compat-ak"
+access_key_secret_file = "compat-secret"
+[[api.compat.site]]
+id = 4242
+vendors = ["hook"]
+[[vendor]]
+name = "hook"
+kind = "webhook"
+endpoint = "{endpoint}"
+"#,
+        state = dir.path().join("state").display(),
+        endpoint = recv.url()
+    );
+    let path = dir.path().join("preloadd.toml");
+    std::fs::write(&path, text).unwrap();
+    let cfg = preloadd::config::load(&path, &Default::default()).unwrap();
+    let api = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let api_addr = api.local_addr().unwrap();
+    let compat = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let compat_addr = compat.local_addr().unwrap();
+    let opts = preloadd::daemon::ServeOptions { compat_listener: Some(compat), ..Default::default() };
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let daemon = tokio::spawn(preloadd::daemon::run(
+        cfg,
+        api,
+        async move {
+            let _ = stopped.await;
+        },
+        opts,
+    ));
+
+    let script = root.join("tests/sdk/esa_compat.py");
+    let run = tokio::process::Command::new(&python)
+        .arg(script)
+        .args([compat_addr.to_string(), "compat-ak".into(), "compat-sk".into(), "4242".into()])
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(120), run).await.expect("the SDK script timed out").unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "SDK run failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let r: Value = serde_json::from_str(&stdout).unwrap();
+
+    let job = &r["CreateScheduledPreloadJob"];
+    assert_eq!(
+        (job["UrlCount"].as_i64(), job["SiteId"].as_i64(), job["InsertWay"].as_str()),
+        (Some(6), Some(4242), Some("textBox"))
+    );
+    assert_eq!(job["Id"].as_str().unwrap().len(), 24);
+    let created = &r["CreateScheduledPreloadExecutions"];
+    assert_eq!((created["SuccessCount"].as_i64(), created["TotalCount"].as_i64()), (Some(2), Some(3)), "{created}");
+    assert!(created["FailedMessages"][0].as_str().unwrap().contains("overlaps"), "{created}");
+    let updated = &r["UpdateScheduledPreloadExecution"];
+    assert_eq!((updated["Interval"].as_i64(), updated["SliceLen"].as_i64()), (Some(120), Some(10)));
+    assert_eq!(updated["StartTime"], "2031-05-31T17:10:48.849+08:00", "the seed's time shape");
+    assert_eq!(r["StopScheduledPreloadExecution"]["Status"], "stopped");
+    assert_eq!(r["StartScheduledPreloadExecution"]["Status"], "waiting");
+    assert_eq!(r["ListScheduledPreloadExecutions"]["TotalCount"], 2);
+    assert_eq!(r["ListScheduledPreloadJobs"]["TotalCount"], 1);
+    assert_eq!(r["GetScheduledPreloadJob"]["Name"], "sdk-job");
+    let e = &r["errors"];
+    for (case, code) in [
+        ("end_before_start", "InvalidEndTime.Mismatch"),
+        ("bad_object_id", "InvalidParameter.ObjectId"),
+        ("unknown_job", "InvalidJob.NotFound"),
+        ("unknown_execution", "InvalidExecution.NotFound"),
+        ("missing_url_list", "MissingUrlList"),
+        ("missing_oss_url", "MissingOssUrl"),
+        ("unknown_site", "InvalidUid.PermissionDenied"),
+        ("wrong_secret", "SignatureDoesNotMatch"),
+    ] {
+        assert_eq!(e[case]["code"], code, "{case}: {e}");
+    }
+
+    // The same job through the native API.
+    let http = reqwest::Client::new();
+    let jobs: Value = http
+        .get(format!("http://{api_addr}/v1/jobs?name=sdk-job"))
+        .bearer_auth("test-token")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let native = &jobs["jobs"][0];
+    assert_eq!((native["url_count"].as_i64(), native["vendors"][0].as_str()), (Some(6), Some("hook")));
+    assert_eq!(preloadd::compat::encode_id(native["id"].as_i64().unwrap()), r["job_id"].as_str().unwrap());
+    let _ = stop.send(());
+    daemon.await.unwrap().unwrap();
+}
