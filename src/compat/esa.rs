@@ -133,7 +133,7 @@ fn parse_time(p: &Params, name: &str) -> Result<Option<i64>, AliError> {
         .transpose()
 }
 
-fn site_vendors<'a>(s: &'a CompatState, site: i64) -> Result<&'a Vec<String>, AliError> {
+fn site_vendors(s: &CompatState, site: i64) -> Result<&Vec<String>, AliError> {
     s.config.sites.iter().find(|(id, _)| *id == site).map(|(_, v)| v).ok_or_else(|| {
         AliError::new(
             StatusCode::FORBIDDEN,
