@@ -8,4 +8,5 @@ mod config_cli;
 mod emulator;
 mod engine;
 mod serve;
+mod soak;
 mod vendors;
