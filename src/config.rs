@@ -237,6 +237,8 @@ struct RawFile {
 #[serde(deny_unknown_fields)]
 struct RawDaemon {
     state_dir: Option<Spanned<PathBuf>>,
+    /// Accept secret files that group or others can read (refused by default).
+    allow_insecure_secret_files: Option<bool>,
     database_url: Option<String>,
     log_format: Option<Spanned<String>>,
     shutdown_timeout: Option<Spanned<DurationValue>>,
@@ -401,7 +403,7 @@ pub fn load(path: &Path, overrides: &Overrides) -> Result<Config, ConfigError> {
 
 /// Validates config text; `path` is used for messages and to resolve relative paths.
 pub fn parse(path: &Path, text: &str, overrides: &Overrides) -> Result<Config, ConfigError> {
-    let v = Validator { path, text };
+    let v = Validator { path, text, allow_insecure_secrets: std::cell::Cell::new(false) };
     let raw: RawFile = toml::from_str(text).map_err(|e| {
         let span = e.span().unwrap_or(0..0);
         v.err_at(span.start, e.message().to_string())
@@ -412,6 +414,7 @@ pub fn parse(path: &Path, text: &str, overrides: &Overrides) -> Result<Config, C
 struct Validator<'a> {
     path: &'a Path,
     text: &'a str,
+    allow_insecure_secrets: std::cell::Cell<bool>,
 }
 
 impl Validator<'_> {
@@ -461,6 +464,22 @@ impl Validator<'_> {
         };
         let text = std::fs::read_to_string(&path)
             .map_err(|e| self.err(p, key, format!("cannot read secret file {}: {e}", path.display())))?;
+        if !self.allow_insecure_secrets.get() {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).map(|m| m.permissions().mode()).unwrap_or(0);
+            if mode & 0o077 != 0 {
+                return Err(self.err(
+                    p,
+                    key,
+                    format!(
+                        "secret file {} can be read by group or others (mode {:o}); run `chmod 600` on it, or set \
+                     [daemon] allow_insecure_secret_files = true",
+                        path.display(),
+                        mode & 0o777
+                    ),
+                ));
+            }
+        }
         let secret = text.trim_end_matches(['\r', '\n']).to_string();
         if secret.is_empty() {
             return Err(self.err(p, key, format!("secret file {} is empty", path.display())));
@@ -477,6 +496,7 @@ impl Validator<'_> {
     }
 
     fn build(&self, raw: RawFile, ov: &Overrides) -> Result<Config, ConfigError> {
+        self.allow_insecure_secrets.set(raw.daemon.allow_insecure_secret_files.unwrap_or(false));
         let daemon = self.daemon(&raw.daemon, ov)?;
         let api = self.api(&raw.api, ov)?;
         let mut vendors = Vec::new();

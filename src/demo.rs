@@ -87,7 +87,12 @@ pub async fn run() -> anyhow::Result<()> {
     let endpoint = format!("http://{}", elistener.local_addr()?);
     tokio::spawn(async move { axum::serve(elistener, app).await });
 
-    std::fs::write(dir.path().join("demo-secret"), emulator::DEMO_ACCESS_KEY_SECRET)?;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let secret = dir.path().join("demo-secret");
+        std::fs::write(&secret, emulator::DEMO_ACCESS_KEY_SECRET)?;
+        std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600))?;
+    }
     let list: String = (0..URLS).map(|i| format!("https://static.example.com/assets/{i:04}.js\n")).collect();
     std::fs::write(dir.path().join("urls.txt"), list)?;
     let cfg_path = dir.path().join("preloadd.toml");

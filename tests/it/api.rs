@@ -22,7 +22,7 @@ impl Api {
     async fn start_with(api_extra: &str) -> Api {
         let recv = Receiver::start().await;
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("token"), "test-token\n").unwrap();
+        crate::common::write_secret(&dir.path().join("token"), "test-token\n");
         let text = format!(
             r#"[daemon]
 state_dir = "{state}"

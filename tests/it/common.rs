@@ -218,3 +218,10 @@ impl Fixture {
 pub fn url(job: &str, i: usize) -> String {
     format!("https://cdn.example.com/{job}/{i}.js")
 }
+
+/// Writes a secret file readable by its owner only, as the daemon requires.
+pub fn write_secret(path: &std::path::Path, text: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, text).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
+}

@@ -15,8 +15,8 @@ async fn the_official_esa_sdk_drives_scheduled_preload() {
     assert!(python.exists(), "{} is missing: run scripts/python-env.sh (scripts/test.sh does)", python.display());
     let recv = Receiver::start().await;
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("token"), "test-token").unwrap();
-    std::fs::write(dir.path().join("compat-secret"), "compat-sk").unwrap();
+    crate::common::write_secret(&dir.path().join("token"), "test-token");
+    crate::common::write_secret(&dir.path().join("compat-secret"), "compat-sk");
     let text = format!(
         r#"[daemon]
 state_dir = "{state}"

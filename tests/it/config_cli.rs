@@ -9,7 +9,7 @@ const BIN: &str = env!("CARGO_BIN_EXE_preloadd");
 fn good(dir: &Path) -> String {
     std::fs::write(dir.join("list.txt"), "# list\nhttps://a.example/1.js\r\nhttps://a.example/2.js\nnot a url\n")
         .unwrap();
-    std::fs::write(dir.join("secret"), "s3cr3t-value\n").unwrap();
+    crate::common::write_secret(&dir.join("secret"), "s3cr3t-value\n");
     format!(
         r#"[daemon]
 state_dir = "{state}"
@@ -169,4 +169,18 @@ fn schedules_are_validated_and_their_next_firings_printed() {
         assert_eq!(code, 78, "{key}: {err}");
         assert!(err.contains(&format!("`{key}`")), "{key}: {err}");
     }
+}
+
+#[test]
+fn secret_files_readable_by_others_are_refused_unless_allowed() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let base = good(dir.path());
+    std::fs::set_permissions(dir.path().join("secret"), std::fs::Permissions::from_mode(0o644)).unwrap();
+    let (code, _, err) = check(dir.path(), &base);
+    assert_eq!(code, 78);
+    assert!(err.contains("`token_file`") && err.contains("chmod 600") && err.contains("644"), "{err}");
+    let allowed = base.replace("[daemon]\n", "[daemon]\nallow_insecure_secret_files = true\n");
+    let (code, _, err) = check(dir.path(), &allowed);
+    assert_eq!(code, 0, "{err}");
 }

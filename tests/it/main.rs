@@ -7,6 +7,7 @@ mod compat;
 mod config_cli;
 mod emulator;
 mod engine;
+mod secrets;
 mod serve;
 mod soak;
 mod vendors;

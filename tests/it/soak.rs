@@ -13,6 +13,11 @@ use preloadd::model::VendorKind;
 use rand::{Rng, SeedableRng};
 
 const BIN: &str = env!("CARGO_BIN_EXE_preloadd");
+
+/// The daemon binary; `PRELOADD_BIN` lets a long soak run a copy while the tree is rebuilt.
+fn bin() -> String {
+    std::env::var("PRELOADD_BIN").unwrap_or_else(|_| BIN.to_string())
+}
 const RPS: usize = 10;
 const SLICE_LEN: usize = 100;
 
@@ -42,7 +47,7 @@ async fn kill_9_soak_loses_nothing_and_never_exceeds_a_limit() {
     let dir = tempfile::tempdir().unwrap();
     let list: String = (0..n).map(|i| format!("https://soak.example.com/a/{i}.js\n")).collect();
     std::fs::write(dir.path().join("list.txt"), list).unwrap();
-    std::fs::write(dir.path().join("secret"), "soak-sk").unwrap();
+    crate::common::write_secret(&dir.path().join("secret"), "soak-sk");
     let start = chrono::Utc::now().timestamp_millis();
     let end = start + 30 * 60_000;
     let config = format!(
@@ -88,7 +93,7 @@ slice_len = {SLICE_LEN}
     let cfg = dir.path().join("preloadd.toml");
     std::fs::write(&cfg, config).unwrap();
     let spawn = || {
-        Command::new(BIN)
+        Command::new(bin())
             .args(["serve", "--config"])
             .arg(&cfg)
             .env("RUST_LOG", "warn")
