@@ -14,6 +14,11 @@ use toml::Spanned;
 
 use crate::model::{CatchUp, TaskType, VendorKind};
 
+/// The largest slice: a million URLs per tick is far past any vendor's daily quota.
+pub const MAX_SLICE_LEN: i64 = 1_000_000;
+/// The longest interval or window: a year.
+pub const MAX_SPAN_MS: i64 = 366 * 24 * 3600 * 1000;
+
 /// The default config path, overridden by `--config` or `PRELOADD_CONFIG`.
 pub const DEFAULT_PATH: &str = "/etc/preloadd/preloadd.toml";
 
@@ -488,11 +493,15 @@ impl Validator<'_> {
     }
 
     fn duration(&self, d: &Spanned<DurationValue>, key: &str) -> Result<Duration, ConfigError> {
-        match d.get_ref() {
-            DurationValue::Seconds(s) if *s < 0 => Err(self.err(d, key, "must not be negative")),
-            DurationValue::Seconds(s) => Ok(Duration::from_secs(*s as u64)),
-            DurationValue::Text(t) => parse_duration(t).map_err(|m| self.err(d, key, m)),
+        let value = match d.get_ref() {
+            DurationValue::Seconds(s) if *s < 0 => return Err(self.err(d, key, "must not be negative")),
+            DurationValue::Seconds(s) => Duration::from_secs(*s as u64),
+            DurationValue::Text(t) => parse_duration(t).map_err(|m| self.err(d, key, m))?,
+        };
+        if value.as_millis() > MAX_SPAN_MS as u128 {
+            return Err(self.err(d, key, "must be at most a year"));
         }
+        Ok(value)
     }
 
     fn build(&self, raw: RawFile, ov: &Overrides) -> Result<Config, ConfigError> {
@@ -799,9 +808,11 @@ impl Validator<'_> {
             }
         };
         if let UrlSource::File(p) = &source {
-            if let Err(e) = std::fs::File::open(p) {
-                let f = j.urls_file.as_ref().expect("file source");
-                return Err(self.err(f, "urls_file", format!("cannot read {}: {e}", p.display())));
+            let f = j.urls_file.as_ref().expect("file source");
+            match std::fs::metadata(p).and_then(|m| std::fs::File::open(p).map(|_| m)) {
+                Ok(m) if m.is_file() => {}
+                Ok(_) => return Err(self.err(f, "urls_file", format!("{} is not a file", p.display()))),
+                Err(e) => return Err(self.err(f, "urls_file", format!("cannot read {}: {e}", p.display()))),
             }
         }
         let catch_up = match &j.catch_up {
@@ -822,8 +833,12 @@ impl Validator<'_> {
                 return Err(self.err(&p.interval, "interval", "interval must be at least 1 second"));
             }
             let slice_len = *p.slice_len.get_ref();
-            if slice_len <= 0 {
-                return Err(self.err(&p.slice_len, "slice_len", "slice_len must be at least 1"));
+            if !(1..=MAX_SLICE_LEN).contains(&slice_len) {
+                return Err(self.err(
+                    &p.slice_len,
+                    "slice_len",
+                    format!("slice_len must be between 1 and {MAX_SLICE_LEN}"),
+                ));
             }
             let spec = PlanSpec { start_time, end_time, interval_ms: interval.as_millis() as i64, slice_len };
             if let Some(other) = plans.iter().find(|o| o.start_time < spec.end_time && spec.start_time < o.end_time) {
@@ -862,8 +877,12 @@ impl Validator<'_> {
         if interval.is_zero() {
             return Err(self.err(&s.interval, "interval", "interval must be more than 0"));
         }
-        if *s.slice_len.get_ref() <= 0 {
-            return Err(self.err(&s.slice_len, "slice_len", "slice_len must be at least 1"));
+        if !(1..=MAX_SLICE_LEN).contains(s.slice_len.get_ref()) {
+            return Err(self.err(
+                &s.slice_len,
+                "slice_len",
+                format!("slice_len must be between 1 and {MAX_SLICE_LEN}"),
+            ));
         }
         let time = |t: &Option<Spanned<String>>, key: &str| -> Result<Option<i64>, ConfigError> {
             t.as_ref().map(|t| parse_time(t.get_ref()).map_err(|m| self.err(t, key, m))).transpose()

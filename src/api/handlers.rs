@@ -1,9 +1,11 @@
 //! Route handlers: request and response types of the API, translated to and from the store.
 
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
+
+use super::extract::{Json as Body_, Path, Query};
 use futures_util::TryStreamExt;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -272,14 +274,14 @@ pub enum Seconds {
 impl Seconds {
     fn millis(&self, key: &str) -> Result<i64, ApiError> {
         let ms = match self {
-            Seconds::Number(n) if n.is_finite() && *n > 0.0 => (*n * 1000.0) as i64,
+            Seconds::Number(n) if n.is_finite() && *n > 0.0 => (n * 1000.0).min(i64::MAX as f64) as i64,
             Seconds::Text(t) => {
                 parse_duration(t).map_err(|m| ApiError::invalid(format!("{key}: {m}")))?.as_millis() as i64
             }
             _ => 0,
         };
-        if ms <= 0 {
-            return Err(ApiError::invalid(format!("{key} must be more than 0")));
+        if ms <= 0 || ms > crate::config::MAX_SPAN_MS {
+            return Err(ApiError::invalid(format!("{key} must be more than 0 and at most a year")));
         }
         Ok(ms)
     }
@@ -314,7 +316,7 @@ pub async fn create_plans(
     State(s): State<AppState>,
     Path(id): Path<i64>,
     Query(q): Query<DryRun>,
-    Json(b): Json<CreatePlans>,
+    Body_(b): Body_<CreatePlans>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let job = editable_job(&s, id).await?;
     if b.plans.is_empty() {
@@ -328,8 +330,8 @@ pub async fn create_plans(
             interval_ms: p.interval.millis("interval")?,
             slice_len: p.slice_len,
         };
-        if spec.slice_len <= 0 {
-            return Err(ApiError::invalid("slice_len must be at least 1"));
+        if !(1..=crate::config::MAX_SLICE_LEN).contains(&spec.slice_len) {
+            return Err(ApiError::invalid("slice_len must be between 1 and 1000000"));
         }
         specs.push(spec);
     }
@@ -372,7 +374,7 @@ async fn editable_plan(s: &AppState, id: i64) -> Result<Plan, ApiError> {
 }
 
 /// Seed 002 (UpdateScheduledPreloadExecution): every field optional; the answer is the plan.
-pub async fn update_plan(State(s): State<AppState>, Path(id): Path<i64>, Json(b): Json<PlanPatch>) -> ApiResult {
+pub async fn update_plan(State(s): State<AppState>, Path(id): Path<i64>, Body_(b): Body_<PlanPatch>) -> ApiResult {
     editable_plan(&s, id).await?;
     let change = PlanChange {
         start_time: b.start_time.as_deref().map(|t| time("start_time", t)).transpose()?,
@@ -380,8 +382,8 @@ pub async fn update_plan(State(s): State<AppState>, Path(id): Path<i64>, Json(b)
         interval_ms: b.interval.as_ref().map(|i| i.millis("interval")).transpose()?,
         slice_len: b.slice_len,
     };
-    if change.slice_len.is_some_and(|n| n <= 0) {
-        return Err(ApiError::invalid("slice_len must be at least 1"));
+    if change.slice_len.is_some_and(|n| !(1..=crate::config::MAX_SLICE_LEN).contains(&n)) {
+        return Err(ApiError::invalid("slice_len must be between 1 and 1000000"));
     }
     let plan = s.engine.store().update_plan(id, &change, s.engine.now()).await.map_err(not_found_plan)?;
     s.engine.nudge();
@@ -508,9 +510,14 @@ pub struct RetryFailed {
 pub async fn retry_failed(
     State(s): State<AppState>,
     Path(id): Path<i64>,
-    body: Option<Json<RetryFailed>>,
+    body: axum::body::Bytes,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let b = body.map(|Json(b)| b).unwrap_or_default();
+    // The body is optional: without one, the job's last window and pace are used.
+    let b: RetryFailed = if body.iter().all(u8::is_ascii_whitespace) {
+        RetryFailed::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| ApiError::invalid(format!("invalid JSON body: {e}")))?
+    };
     let store = s.engine.store();
     let job = store.job(id).await?;
     let failed = store.failed_urls(id).await?;
@@ -530,8 +537,8 @@ pub async fn retry_failed(
         },
         slice_len: b.slice_len.or(last.as_ref().map(|p| p.slice_len)).unwrap_or(100),
     };
-    if spec.slice_len <= 0 {
-        return Err(ApiError::invalid("slice_len must be at least 1"));
+    if !(1..=crate::config::MAX_SLICE_LEN).contains(&spec.slice_len) {
+        return Err(ApiError::invalid("slice_len must be between 1 and 1000000"));
     }
     if spec.end_time <= spec.start_time {
         return Err(StoreError::EndBeforeStart.into());
@@ -647,7 +654,7 @@ pub async fn get_schedule(State(s): State<AppState>, Path(id): Path<i64>) -> Api
 }
 
 /// `PUT /v1/jobs/{id}/schedule`: creates or replaces the job's recurring schedule.
-pub async fn put_schedule(State(s): State<AppState>, Path(id): Path<i64>, Json(b): Json<ScheduleInput>) -> ApiResult {
+pub async fn put_schedule(State(s): State<AppState>, Path(id): Path<i64>, Body_(b): Body_<ScheduleInput>) -> ApiResult {
     editable_job(&s, id).await?;
     crate::cron::Schedule::parse(&b.cron).map_err(|e| ApiError::invalid(format!("cron: {e}")))?;
     let timezone = b.timezone.unwrap_or_else(|| "UTC".into());
@@ -669,8 +676,8 @@ pub async fn put_schedule(State(s): State<AppState>, Path(id): Path<i64>, Json(b
             Some(other) => return Err(ApiError::invalid(format!("missed: `{other}`: expected run_once or skip"))),
         },
     };
-    if spec.slice_len <= 0 {
-        return Err(ApiError::invalid("slice_len must be at least 1"));
+    if !(1..=crate::config::MAX_SLICE_LEN).contains(&spec.slice_len) {
+        return Err(ApiError::invalid("slice_len must be between 1 and 1000000"));
     }
     if let (Some(f), Some(u)) = (spec.effective_from, spec.effective_until) {
         if u <= f {

@@ -178,3 +178,52 @@ async fn readyz(State(s): State<AppState>) -> Result<Json<serde_json::Value>, Ap
     })?;
     Ok(Json(json!({"status": "ready", "request_id": request_id()})))
 }
+
+/// Extractors whose rejections answer in the API's error shape (`InvalidParameter` with the
+/// reason) instead of axum's plain-text defaults.
+pub mod extract {
+    use axum::extract::{FromRequest, FromRequestParts, Request};
+    use axum::http::request::Parts;
+    use serde::de::DeserializeOwned;
+
+    use super::ApiError;
+
+    pub struct Json<T>(pub T);
+
+    impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Json<T> {
+        type Rejection = ApiError;
+
+        async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+            axum::Json::<T>::from_request(req, state)
+                .await
+                .map(|axum::Json(v)| Json(v))
+                .map_err(|e| ApiError::invalid(format!("invalid JSON body: {}", e.body_text())))
+        }
+    }
+
+    pub struct Query<T>(pub T);
+
+    impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for Query<T> {
+        type Rejection = ApiError;
+
+        async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+            axum::extract::Query::<T>::from_request_parts(parts, state)
+                .await
+                .map(|axum::extract::Query(v)| Query(v))
+                .map_err(|e| ApiError::invalid(format!("invalid query string: {}", e.body_text())))
+        }
+    }
+
+    pub struct Path<T>(pub T);
+
+    impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for Path<T> {
+        type Rejection = ApiError;
+
+        async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+            axum::extract::Path::<T>::from_request_parts(parts, state)
+                .await
+                .map(|axum::extract::Path(v)| Path(v))
+                .map_err(|e| ApiError::invalid(format!("invalid path: {}", e.body_text())))
+        }
+    }
+}

@@ -70,7 +70,7 @@ urls = ["https://a.example/1"]
         panic!("the daemon never became ready");
     }
 
-    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
+    pub(crate) async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
         let mut rb = self.http.request(method, format!("{}{path}", self.base)).bearer_auth("test-token");
         if let Some(b) = body {
             rb = rb.json(&b);

@@ -148,3 +148,24 @@ async fn kill_9_in_a_loop_loses_no_url_and_repeats_only_in_flight_slices() {
     assert!(repeated_requests <= kills, "{repeated_requests} repeated slices for {kills} kills");
     println!("crash loop: {kills} kills, {n} URLs, {} requests, {repeated_requests} repeated slices", hits.len());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backup_copies_the_database_while_the_daemon_runs() {
+    let recv = Receiver::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), &recv, 40, now_ms(), "100ms", 2);
+    let mut child = spawn(&cfg);
+    recv.wait_until("some progress", Duration::from_secs(30), |h| h.len() >= 3).await;
+    let dest = dir.path().join("backup.db");
+    let out = Command::new(BIN).args(["backup"]).arg(&dest).arg("--config").arg(&cfg).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let again = Command::new(BIN).args(["backup"]).arg(&dest).arg("--config").arg(&cfg).output().unwrap();
+    assert_eq!(again.status.code(), Some(1), "an existing file is never overwritten");
+    sigterm(&child);
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+    let copy = preloadd::store::Store::open_file(&dest).await.unwrap();
+    copy.integrity_check().await.unwrap();
+    let job = copy.job_by_name("e2e").await.unwrap().expect("the job is in the backup");
+    assert_eq!(job.url_count, 40);
+    assert!(!copy.slices_of_job(job.id).await.unwrap().is_empty());
+}
