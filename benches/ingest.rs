@@ -17,6 +17,32 @@ fn peak_rss_kib() -> u64 {
         .unwrap_or(0)
 }
 
+/// The practical limit: the same rows into the same table (with its unique index) with rusqlite
+/// prepared statements in one transaction, reading the same file line by line.
+fn baseline(list: &std::path::Path, db: &std::path::Path) -> f64 {
+    use std::io::BufRead;
+    let mut conn = rusqlite::Connection::open(db).unwrap();
+    conn.execute_batch(
+        "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;
+         CREATE TABLE urls (job_id INTEGER NOT NULL, seq INTEGER NOT NULL, url TEXT NOT NULL, PRIMARY KEY (job_id, seq)) WITHOUT ROWID;
+         CREATE UNIQUE INDEX urls_job_url ON urls (job_id, url);",
+    )
+    .unwrap();
+    let started = Instant::now();
+    let tx = conn.transaction().unwrap();
+    let mut n = 0u64;
+    {
+        let mut stmt = tx.prepare("INSERT OR IGNORE INTO urls (job_id, seq, url) VALUES (1, ?1, ?2)").unwrap();
+        let reader = std::io::BufReader::with_capacity(64 * 1024, std::fs::File::open(list).unwrap());
+        for line in reader.lines() {
+            stmt.execute(rusqlite::params![n as i64, line.unwrap()]).unwrap();
+            n += 1;
+        }
+    }
+    tx.commit().unwrap();
+    n as f64 / started.elapsed().as_secs_f64()
+}
+
 #[tokio::main]
 async fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -49,11 +75,14 @@ async fn main() {
         let (_, report) = preloadd::ingest::create_job(&store, &new, file, 0).await.unwrap();
         let secs = started.elapsed().as_secs_f64();
         assert_eq!(report.added, n);
+        let rate = n as f64 / secs;
+        store.close().await;
+        let base = baseline(&list, &dir.path().join("baseline.db"));
         println!(
-            "ingest: {n} URLs in {secs:.2} s = {:.0} URLs/s; peak RSS so far {} MiB",
-            n as f64 / secs,
+            "ingest: {n} URLs in {secs:.2} s = {rate:.0} URLs/s; baseline (rusqlite, one prepared INSERT per row, one \
+             transaction, same table and unique index) {base:.0} URLs/s; ratio {:.2}; peak RSS so far {} MiB",
+            rate / base,
             peak_rss_kib() / 1024
         );
-        store.close().await;
     }
 }
