@@ -21,6 +21,9 @@ use crate::model::{SubmitStatus, UrlStatus};
 use crate::store::{Reservation, Store, StoreError, SubtaskWork};
 use crate::vendor::{ErrorClass, SubmitRequest, VendorAccount, VendorError, Vendors};
 
+/// How far before a request's recorded start the vendor's task list is searched for it.
+const RECONCILE_MARGIN_MS: i64 = 5_000;
+
 /// Tunables of the engine; the defaults suit production, tests shorten them.
 #[derive(Debug, Clone)]
 pub struct EngineSettings {
@@ -125,7 +128,9 @@ impl Engine {
                 continue;
             };
             let chunk = next_chunk(&work, account.config.max_urls_per_request as usize);
-            let since = work.subtask.submitting_at.unwrap_or(work.slice.created_at) - 60_000;
+            // The request left after `submitting_at`; a few seconds of margin cover clock
+            // differences without widening the task-list scan to unrelated tasks.
+            let since = work.subtask.submitting_at.unwrap_or(work.slice.created_at) - RECONCILE_MARGIN_MS;
             match account.find_submitted(work.task_type, &chunk, since).await {
                 Ok(Some(task_ids)) => {
                     info!(subtask = id, vendor = %account.name(), "reconciled: the vendor has the in-flight request");
@@ -288,6 +293,7 @@ impl Engine {
             self.store.mark_submitting(id, self.now()).await?;
             let mut attempt: u32 = 0;
             let accepted = loop {
+                let sent_at = self.now();
                 let req = SubmitRequest {
                     task_type: work.task_type,
                     urls: &chunk,
@@ -313,7 +319,7 @@ impl Engine {
                         // The request may have reached the vendor before the error (a dropped
                         // connection, a timeout): ask before sending it again.
                         if is_ambiguous(&e) {
-                            let since = self.now() - 120_000;
+                            let since = sent_at - RECONCILE_MARGIN_MS;
                             if let Ok(Some(ids)) = account.find_submitted(work.task_type, &chunk, since).await {
                                 info!("the vendor has the request that failed in transit; not resending");
                                 break ids;
