@@ -1,5 +1,5 @@
 //! `preloadd serve`: the daemon. Loads the config, opens the store, applies declarative jobs,
-//! runs the engine and the API until the shutdown signal, then stops at a safe point.
+//! runs the engine, the report deliveries and the API until the shutdown signal, then stops at a safe point.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -12,6 +12,7 @@ use tracing::info;
 use crate::clock::{SharedClock, SystemClock};
 use crate::config::Config;
 use crate::engine::{Engine, EngineSettings};
+use crate::reports::{Reporter, ReporterSettings};
 use crate::store::Store;
 use crate::vendor::Vendors;
 
@@ -19,11 +20,16 @@ use crate::vendor::Vendors;
 pub struct ServeOptions {
     pub clock: SharedClock,
     pub settings: EngineSettings,
+    pub reports: ReporterSettings,
 }
 
 impl Default for ServeOptions {
     fn default() -> Self {
-        ServeOptions { clock: Arc::new(SystemClock), settings: EngineSettings::default() }
+        ServeOptions {
+            clock: Arc::new(SystemClock),
+            settings: EngineSettings::default(),
+            reports: ReporterSettings::default(),
+        }
     }
 }
 
@@ -41,9 +47,15 @@ pub async fn run(
     crate::ingest::apply_config_jobs(&store, &config.jobs, config.api.allow_private_lists, now)
         .await
         .context("applying the config's jobs")?;
+    store
+        .sync_config_subscriptions(&config.reports, now)
+        .await
+        .context("applying the config's report subscriptions")?;
     let vendors = Vendors::from_config(&config.vendors, opts.clock.clone())?;
     let cancel = CancellationToken::new();
     let engine = Engine::new(store.clone(), vendors, opts.clock.clone(), opts.settings, cancel.clone());
+    let reporter = Reporter::new(store.clone(), opts.clock.clone(), config.smtp.clone(), opts.reports);
+    let reports = tokio::spawn(reporter.run(cancel.clone()));
 
     let app = crate::api::router(crate::api::AppState::new(engine.clone(), &config.api));
     let api_cancel = cancel.clone();
@@ -61,6 +73,7 @@ pub async fn run(
     });
     engine.clone().run(config.daemon.shutdown_timeout, || {}).await?;
     let _ = api.await;
+    let _ = reports.await;
     store.close().await;
     info!("stopped");
     Ok(())

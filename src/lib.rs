@@ -12,6 +12,7 @@
 //!   client commands that talk to the API.
 //! - [`cron`]: cron rules and DST-correct firing times; [`sign`]: vendor request signatures.
 //! - [`emulator`]: Alibaba Cloud CDN and ESA emulated over loopback HTTP (`preloadd emulator`).
+//! - [`reports`]: report subscriptions and their scheduled delivery (email, webhooks).
 //! - [`clock`], [`quota`], [`logging`], [`summary`]: small helpers.
 
 pub mod api;
@@ -29,6 +30,7 @@ pub mod logging;
 pub mod model;
 pub mod quota;
 pub mod remote;
+pub mod reports;
 pub mod sign;
 pub mod store;
 pub mod summary;

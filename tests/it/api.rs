@@ -19,7 +19,7 @@ impl Api {
         Api::start_with("requests_per_second = 1000").await
     }
 
-    async fn start_with(api_extra: &str) -> Api {
+    pub(crate) async fn start_with(api_extra: &str) -> Api {
         let recv = Receiver::start().await;
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("token"), "test-token\n").unwrap();
@@ -70,7 +70,7 @@ urls = ["https://a.example/1"]
         panic!("the daemon never became ready");
     }
 
-    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
+    pub(crate) async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
         let mut rb = self.http.request(method, format!("{}{path}", self.base)).bearer_auth("test-token");
         if let Some(b) = body {
             rb = rb.json(&b);

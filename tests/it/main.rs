@@ -6,5 +6,6 @@ mod common;
 mod config_cli;
 mod emulator;
 mod engine;
+mod reports;
 mod serve;
 mod vendors;
