@@ -1097,4 +1097,66 @@ slice_len = 100
         let e = parse_str(&GOOD.replace("interval = \"90s\"", "interval = \"soon\"")).unwrap_err();
         assert_eq!(e.key, "interval");
     }
+
+    const REPORT: &str = r#"
+[smtp]
+host = "smtp.example.com"
+from = "preloadd <reports@example.com>"
+
+[[report]]
+name = "daily"
+domain_names = ["CDN.example.com"]
+
+[report.deliver.email]
+subject = "Daily"
+to = ["ops@example.com"]
+
+[report.schedule]
+crontab = "0 0 8 * * ?"
+frequency = "d"
+
+[[report.reports]]
+report_id = 1
+conditions = [{ field = "vendor", op = "in", value = ["hook"] }]
+"#;
+
+    #[test]
+    fn reports_and_smtp_parse() {
+        let c = parse_str(&format!("{GOOD}{REPORT}")).unwrap();
+        let smtp = c.smtp.unwrap();
+        assert_eq!((smtp.port, smtp.security), (587, SmtpSecurity::Starttls));
+        let r = &c.reports[0];
+        assert_eq!(r.domain_names, ["cdn.example.com"]);
+        assert_eq!(r.schedule.timezone, "Asia/Shanghai");
+        assert_eq!(r.reports[0].conditions[0].value, ["hook"]);
+    }
+
+    #[test]
+    fn report_errors_name_line_and_key() {
+        let base = format!("{GOOD}{REPORT}");
+        let line_of = |needle: &str| 1 + base[..base.find(needle).unwrap()].matches('\n').count();
+        let e = parse_str(&base.replace("frequency = \"d\"", "frequency = \"m\"")).unwrap_err();
+        assert_eq!((e.line, e.key.as_str()), (line_of("frequency"), "frequency"), "{e}");
+        let e = parse_str(&base.replace("crontab = \"0 0 8 * * ?\"", "crontab = \"0 0 25 * * ?\"")).unwrap_err();
+        assert_eq!((e.line, e.key.as_str()), (line_of("crontab"), "crontab"), "{e}");
+        let e = parse_str(&base.replace("report_id = 1", "report_id = 1\nbogus = 2")).unwrap_err();
+        assert!(e.to_string().contains("bogus"), "{e}");
+        assert_eq!(e.line, line_of("report_id") + 1, "{e}");
+        let e = parse_str(&base.replace("host = ", "hots = ")).unwrap_err();
+        assert!(e.to_string().contains("hots"), "{e}");
+        let e = parse_str(
+            &base.replace("[smtp]\nhost = \"smtp.example.com\"\nfrom = \"preloadd <reports@example.com>\"\n", ""),
+        )
+        .unwrap_err();
+        assert_eq!(e.key, "deliver", "{e}");
+        assert!(e.message.contains("[smtp]"), "{e}");
+        let e =
+            parse_str(&base.replace("security", "x").replace("host = ", "security = \"ssl\"\nhost = ")).unwrap_err();
+        assert_eq!(e.key, "security", "{e}");
+        let e = parse_str(&format!("{base}\n[[report]]\nname = \"daily\"\n[report.deliver.webhook]\nurl = \"http://x.example/\"\n[report.schedule]\ncrontab = \"0 0 8 * * ?\"\nfrequency = \"d\"\n[[report.reports]]\nreport_id = 2\n"))
+            .unwrap_err();
+        assert!(e.message.contains("duplicate report"), "{e}");
+        let e = parse_str(&format!("{GOOD}[api]\nmax_report_subscriptions = 0\n")).unwrap_err();
+        assert_eq!(e.key, "max_report_subscriptions", "{e}");
+    }
 }

@@ -460,3 +460,105 @@ impl Reporter {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::parse_time;
+
+    fn sched(frequency: Frequency, tz: &str) -> ReportSchedule {
+        ReportSchedule {
+            sched_name: String::new(),
+            description: String::new(),
+            crontab: "0 0 8 * * ?".into(),
+            frequency,
+            enabled: true,
+            timezone: tz.into(),
+            effective_from: None,
+            effective_end: None,
+        }
+    }
+
+    fn t(s: &str) -> i64 {
+        parse_time(s).unwrap()
+    }
+
+    #[test]
+    fn periods_are_whole_local_hours_days_and_weeks() {
+        let day = sched(Frequency::Day, "Asia/Shanghai");
+        assert_eq!(
+            day.period(t("2026-12-01T08:00:00+08:00")),
+            (t("2026-11-30T00:00:00+08:00"), t("2026-12-01T00:00:00+08:00"))
+        );
+        // The day the clocks go back in Berlin has 25 hours.
+        let berlin = sched(Frequency::Day, "Europe/Berlin");
+        let (a, b) = berlin.period(t("2026-10-26T08:00:00+01:00"));
+        assert_eq!((a, b), (t("2026-10-25T00:00:00+02:00"), t("2026-10-26T00:00:00+01:00")));
+        assert_eq!(b - a, 25 * 3_600_000);
+        let week = sched(Frequency::Week, "Asia/Shanghai");
+        assert_eq!(
+            week.period(t("2026-12-02T09:00:00+08:00")),
+            (t("2026-11-23T00:00:00+08:00"), t("2026-11-30T00:00:00+08:00"))
+        );
+        let hour = sched(Frequency::Hour, "Asia/Kolkata");
+        assert_eq!(
+            hour.period(t("2026-12-01T08:20:00+05:30")),
+            (t("2026-12-01T07:00:00+05:30"), t("2026-12-01T08:00:00+05:30"))
+        );
+    }
+
+    #[test]
+    fn next_run_respects_status_and_effective_range() {
+        let mut s = sched(Frequency::Day, "Asia/Shanghai");
+        assert_eq!(s.next_run(t("2026-12-01T08:00:00+08:00")), Some(t("2026-12-02T08:00:00+08:00")));
+        s.effective_from = Some(t("2026-12-10T00:00:00+08:00"));
+        assert_eq!(s.next_run(t("2026-12-01T08:00:00+08:00")), Some(t("2026-12-10T08:00:00+08:00")));
+        s.effective_end = Some(t("2026-12-10T07:00:00+08:00"));
+        assert_eq!(s.next_run(t("2026-12-01T08:00:00+08:00")), None);
+        s.effective_end = None;
+        s.enabled = false;
+        assert_eq!(s.next_run(t("2026-12-01T08:00:00+08:00")), None);
+    }
+
+    #[test]
+    fn validation_names_the_field() {
+        let good = SubscriptionSpec {
+            name: "n".into(),
+            reports: vec![ReportSelection { report_id: 1, conditions: vec![] }],
+            domain_names: vec![],
+            deliver: Deliver::Email(EmailDeliver { subject: "s".into(), to: vec!["a@example.com".into()] }),
+            schedule: sched(Frequency::Day, "Asia/Shanghai"),
+        };
+        assert_eq!(good.validate(), Ok(()));
+        let cond = |field: &str, op: &str, n: usize| Condition {
+            field: field.into(),
+            op: op.into(),
+            value: (0..n).map(|i| i.to_string()).collect(),
+        };
+        type Change = Box<dyn Fn(&mut SubscriptionSpec)>;
+        let cases: Vec<(Change, &str)> = vec![
+            (Box::new(|s| s.reports.clear()), "reports"),
+            (Box::new(|s| s.reports[0].report_id = 5), "reports"),
+            (Box::new(move |s| s.reports[0].conditions = vec![cond("prov", "in", 1)]), "conditions"),
+            (Box::new(move |s| s.reports[0].conditions = vec![cond("domain", "eq", 2)]), "conditions"),
+            (Box::new(move |s| s.reports[0].conditions = vec![cond("domain", "like", 1)]), "conditions"),
+            (Box::new(|s| s.domain_names = (0..501).map(|i| format!("d{i}.example.com")).collect()), "domain_names"),
+            (
+                Box::new(|s| s.deliver = Deliver::Email(EmailDeliver { subject: "s".into(), to: vec!["nope".into()] })),
+                "deliver",
+            ),
+            (Box::new(|s| s.schedule.crontab = "0 0 25 * * *".into()), "crontab"),
+            (Box::new(|s| s.schedule.timezone = "Mars/Base".into()), "timezone"),
+        ];
+        for (change, key) in cases {
+            let mut s = good.clone();
+            change(&mut s);
+            assert_eq!(s.validate().unwrap_err().key, key);
+        }
+        let mut s = good.clone();
+        s.schedule.effective_from = Some(10);
+        s.schedule.effective_end = Some(5);
+        let e = s.validate().unwrap_err();
+        assert!(e.time && e.key == "effective_end", "{e}");
+    }
+}
