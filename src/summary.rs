@@ -87,7 +87,8 @@ pub async fn render(cfg: &Config) -> Result<String, String> {
         }
     }
     if let Some(smtp) = &cfg.smtp {
-        let _ = writeln!(out, "smtp: {}:{} ({:?}), from {}", smtp.host, smtp.port, smtp.security, smtp.from);
+        let security = format!("{:?}", smtp.security).to_lowercase();
+        let _ = writeln!(out, "smtp: {}:{} ({security}), from {}", smtp.host, smtp.port, smtp.from);
     }
     if !cfg.reports.is_empty() {
         let _ = writeln!(out, "report subscriptions ({}):", cfg.reports.len());

@@ -84,7 +84,7 @@ pub struct EmailDeliver {
     pub to: Vec<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookDeliver {
     pub url: String,
@@ -93,6 +93,17 @@ pub struct WebhookDeliver {
     pub secret: Option<String>,
     #[serde(default)]
     pub format: WebhookFormat,
+}
+
+/// The secret never shows in `Debug` (logs, panics), like [`crate::config::Secret`].
+impl std::fmt::Debug for WebhookDeliver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebhookDeliver")
+            .field("url", &"***")
+            .field("secret", &self.secret.as_ref().map(|_| "***"))
+            .field("format", &self.format)
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -560,5 +571,12 @@ mod tests {
         s.schedule.effective_end = Some(5);
         let e = s.validate().unwrap_err();
         assert!(e.time && e.key == "effective_end", "{e}");
+        let w = WebhookDeliver {
+            url: "https://oapi.dingtalk.com/robot/send?access_token=tok".into(),
+            secret: Some("SECret".into()),
+            format: WebhookFormat::Dingtalk,
+        };
+        let shown = format!("{w:?}");
+        assert!(!shown.contains("SECret") && !shown.contains("tok"), "{shown}");
     }
 }

@@ -642,3 +642,29 @@ async fn api_routes_and_seed_error_codes() {
     let (st, b) = api.call(Method::GET, &format!("/v1/report-subscriptions/{seed_id}"), None).await;
     assert_eq!((st, b["code"].as_str()), (400, Some("SubscriptionNotFound")));
 }
+
+/// The daemon's own loop on the real clock: a `[[report]]` firing every second reaches its
+/// webhook without anyone calling the step function.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_delivers_declared_reports_on_its_own() {
+    let (hooks, base) = Hooks::start().await;
+    let _api = crate::api::Api::start_with(&format!(
+        "requests_per_second = 1000\n\
+         [[report]]\nname = \"every-second\"\n\
+         [report.deliver.webhook]\nurl = \"{base}/loop\"\n\
+         [report.schedule]\ncrontab = \"* * * * * *\"\nfrequency = \"h\"\n\
+         [[report.reports]]\nreport_id = 3\n"
+    ))
+    .await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(c) = hooks.calls().first() {
+            let v: Value = serde_json::from_slice(&c.body).unwrap();
+            assert_eq!(v["subscription"], "every-second");
+            assert_eq!(v["reports"][0]["report_id"], 3);
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no delivery within 20 s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
