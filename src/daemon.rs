@@ -73,7 +73,8 @@ pub async fn run(
     });
     engine.clone().run(config.daemon.shutdown_timeout, || {}).await?;
     let _ = api.await;
-    let _ = reports.await;
+    // A send cut short here stays `sending` and is recorded as failed at the next start.
+    let _ = tokio::time::timeout(config.daemon.shutdown_timeout, reports).await;
     store.close().await;
     info!("stopped");
     Ok(())

@@ -668,3 +668,77 @@ async fn the_daemon_delivers_declared_reports_on_its_own() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// `preloadd report create|list|show|update|delete` against a running daemon.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_report_commands() {
+    let api = crate::api::Api::start().await;
+    let run = |args: &[&str]| -> (i32, String, String) {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_preloadd"))
+            .args(args)
+            .args(["--server", &api.base])
+            .env("PRELOADD_TOKEN", "test-token")
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into(),
+            String::from_utf8_lossy(&out.stderr).into(),
+        )
+    };
+    let (code, out, err) = tokio::task::block_in_place(|| {
+        run(&[
+            "report",
+            "create",
+            "nightly",
+            "--report",
+            "1",
+            "--report",
+            "2",
+            "--email-to",
+            "ops@example.test",
+            "--subject",
+            "Nightly",
+            "--crontab",
+            "0 0 8 * * ?",
+            "--frequency",
+            "d",
+        ])
+    });
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("nightly") && out.contains("email ops@example.test"), "{out}");
+    let (code, out, _) = tokio::task::block_in_place(|| run(&["report", "list", "--json"]));
+    assert_eq!(code, 0);
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        v["report_subscriptions"][0]["reports"],
+        json!([{"report_id": 1, "conditions": []}, {"report_id": 2, "conditions": []}])
+    );
+    let (code, out, err) = tokio::task::block_in_place(|| run(&["report", "update", "nightly", "--status", "disable"]));
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("disable"), "{out}");
+    let (code, _, err) = tokio::task::block_in_place(|| {
+        run(&[
+            "report",
+            "create",
+            "nightly",
+            "--report",
+            "1",
+            "--email-to",
+            "a@example.test",
+            "--crontab",
+            "0 0 8 * * ?",
+            "--frequency",
+            "d",
+        ])
+    });
+    assert_eq!(code, 1);
+    assert!(err.contains("NameAlreadyExists"), "{err}");
+    let (code, _, _) = tokio::task::block_in_place(|| run(&["report", "delete", "nightly"]));
+    assert_eq!(code, 0);
+    let (code, _, err) = tokio::task::block_in_place(|| run(&["report", "show", "nightly"]));
+    assert_eq!(code, 3, "not found: {err}");
+    let (code, _, err) = tokio::task::block_in_place(|| run(&["report", "show", "12345"]));
+    assert_eq!(code, 3, "{err}");
+    assert!(err.contains("SubscriptionNotFound"), "{err}");
+}
