@@ -742,3 +742,44 @@ async fn client_report_commands() {
     assert_eq!(code, 3, "{err}");
     assert!(err.contains("SubscriptionNotFound"), "{err}");
 }
+
+/// Report 3 reads the quota counters of the vendor days inside the period; conditions apply.
+#[tokio::test]
+async fn quota_report_counts_the_vendor_days_of_the_period() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open_dir(dir.path()).await.unwrap();
+    for (vendor, bucket, day, used) in [
+        ("ali", "preload", "2026-11-30", 120),
+        ("ali", "refresh_file", "2026-11-30", 7),
+        ("esa", "preload:overseas", "2026-11-30", 40),
+        ("ali", "preload", "2026-11-29", 999), // outside the period
+    ] {
+        store.open_quota_day(vendor, bucket, day, 1000, 1000).await.unwrap();
+        store.reserve_quota(vendor, bucket, day, used).await.unwrap();
+    }
+    let (start, end) =
+        (parse_time("2026-11-30T00:00:00+08:00").unwrap(), parse_time("2026-12-01T00:00:00+08:00").unwrap());
+    let all = ReportSelection { report_id: 3, conditions: vec![] };
+    let r = store.compute_report(&all, &[], start, end).await.unwrap();
+    assert_eq!(r.columns, ["vendor", "bucket", "day", "quota", "used", "remaining", "use_rate_percent"]);
+    assert_eq!(
+        r.rows,
+        [
+            ["ali", "preload", "2026-11-30", "1000", "120", "880", "12.0"],
+            ["ali", "refresh_file", "2026-11-30", "1000", "7", "993", "0.7"],
+            ["esa", "preload:overseas", "2026-11-30", "1000", "40", "960", "4.0"],
+        ]
+    );
+    let preload_only = ReportSelection {
+        report_id: 3,
+        conditions: vec![Condition { field: "task_type".into(), op: "eq".into(), value: vec!["preload".into()] }],
+    };
+    let r = store.compute_report(&preload_only, &[], start, end).await.unwrap();
+    let vendors: Vec<&str> = r.rows.iter().map(|row| row[0].as_str()).collect();
+    assert_eq!(vendors, ["ali", "esa"], "the area suffix does not hide the task type");
+    let not_esa = ReportSelection {
+        report_id: 3,
+        conditions: vec![Condition { field: "vendor".into(), op: "not_in".into(), value: vec!["esa".into()] }],
+    };
+    assert_eq!(store.compute_report(&not_esa, &[], start, end).await.unwrap().rows.len(), 2);
+}
