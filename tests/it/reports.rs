@@ -353,15 +353,24 @@ async fn webhooks_carry_the_reports_and_valid_signatures() {
     }
     let unsigned = webhook_spec("plain", format!("{base}/plain"), WebhookFormat::Generic, None);
     f.store.insert_subscription(&unsigned, "api", 100, now).await.unwrap();
+    for (name, format) in [("wecom", WebhookFormat::Wecom), ("slack", WebhookFormat::Slack)] {
+        let spec = webhook_spec(name, format!("{base}/{name}"), format, None);
+        f.store.insert_subscription(&spec, "api", 100, now).await.unwrap();
+    }
     let reporter = Reporter::new(f.store.clone(), Arc::new(f.clock.clone()), None, settings());
     f.clock.set(first_firing());
     reporter.deliver_due().await.unwrap();
     hooks.calls.lock().unwrap().clear();
     f.clock.set(second_firing());
     let pass = reporter.deliver_due().await.unwrap();
-    assert_eq!((pass.queued, pass.sent, pass.failed), (4, 4, 0));
+    assert_eq!((pass.queued, pass.sent, pass.failed), (6, 6, 0));
     let calls = hooks.calls();
-    assert_eq!(calls.len(), 4);
+    assert_eq!(calls.len(), 6);
+    let bodies: Vec<Value> = calls.iter().map(|c| serde_json::from_slice(&c.body).unwrap()).collect();
+    let wecom = bodies.iter().find(|b| b["msgtype"] == "markdown" && b["markdown"].get("content").is_some()).unwrap();
+    assert!(wecom["markdown"]["content"].as_str().unwrap().contains("img.example.com"), "{wecom}");
+    let slack = bodies.iter().find(|b| b.as_object().is_some_and(|o| o.len() == 1 && o.contains_key("text"))).unwrap();
+    assert!(slack["text"].as_str().unwrap().contains("Failed URLs"), "{slack}");
 
     // Generic: the reports as JSON, signed over the exact body.
     let generic: Vec<&Call> = calls.iter().filter(|c| c.headers.get("x-preloadd-signature").is_some()).collect();
