@@ -65,6 +65,13 @@ pub enum Command {
         #[command(subcommand)]
         command: crate::client::TaskCommand,
     },
+    /// Report subscriptions on a running daemon (scheduled delivery by email or webhook).
+    Report {
+        #[command(flatten)]
+        conn: crate::client::Conn,
+        #[command(subcommand)]
+        command: crate::client::ReportCommand,
+    },
     /// Vendor accounts of a running daemon: capabilities, health, quota.
     Vendor {
         #[command(flatten)]
@@ -138,6 +145,7 @@ async fn run(cli: Cli) -> i32 {
         Command::Job { conn, command } => crate::client::job(conn, command).await,
         Command::Plan { conn, command } => crate::client::plan(conn, command).await,
         Command::Task { conn, command } => crate::client::task(conn, command).await,
+        Command::Report { conn, command } => crate::client::report(conn, command).await,
         Command::Vendor { conn, command } => crate::client::vendor(conn, command).await,
         Command::Watch { conn, job } => crate::client::watch(conn, job).await,
         Command::Demo => {

@@ -149,6 +149,72 @@ pub enum TaskCommand {
     },
 }
 
+/// Where a report goes and what it holds (shared by create and update).
+#[derive(clap::Args, Debug, Default)]
+pub struct ReportArgs {
+    /// A report id (1 summary, 2 failed URLs, 3 quota use, 4 unfinished plans); repeatable.
+    #[arg(long = "report")]
+    reports: Vec<u32>,
+    /// A domain to report on; repeatable (none = every domain).
+    #[arg(long = "domain")]
+    domains: Vec<String>,
+    /// Deliver by email to this address; repeatable.
+    #[arg(long = "email-to")]
+    email_to: Vec<String>,
+    #[arg(long)]
+    subject: Option<String>,
+    /// Deliver to this webhook URL instead of email.
+    #[arg(long)]
+    webhook: Option<String>,
+    /// generic | dingtalk | feishu | wecom | slack
+    #[arg(long)]
+    format: Option<String>,
+    /// A file holding the webhook's signing secret.
+    #[arg(long)]
+    secret_file: Option<PathBuf>,
+    /// Cron rule of the deliveries, e.g. "0 0 8 * * ?".
+    #[arg(long)]
+    crontab: Option<String>,
+    /// The period each delivery covers: h | d | w.
+    #[arg(long)]
+    frequency: Option<String>,
+    #[arg(long)]
+    timezone: Option<String>,
+    /// enable | disable
+    #[arg(long)]
+    status: Option<String>,
+    #[arg(long)]
+    effective_from: Option<String>,
+    #[arg(long)]
+    effective_end: Option<String>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ReportCommand {
+    /// Subscribe to reports delivered on a schedule (by email or webhook).
+    Create {
+        name: String,
+        #[command(flatten)]
+        args: ReportArgs,
+    },
+    List,
+    /// A subscription (by id or name) and its latest deliveries.
+    Show {
+        subscription: String,
+    },
+    /// Change a subscription; every field optional.
+    Update {
+        subscription: String,
+        #[arg(long)]
+        rename: Option<String>,
+        #[command(flatten)]
+        args: ReportArgs,
+    },
+    Delete {
+        subscription: String,
+    },
+}
+
 #[derive(Subcommand, Debug)]
 pub enum VendorCommand {
     List,
@@ -225,6 +291,173 @@ impl Client {
             .and_then(|a| a.iter().find(|j| j["name"] == job))
             .and_then(|j| j["id"].as_i64())
             .ok_or(ClientError { status: 404, message: format!("InvalidJob.NotFound: no job named `{job}`") })
+    }
+}
+
+impl Client {
+    /// A report subscription by id or by exact name.
+    async fn subscription_id(&self, sub: &str) -> Result<i64, ClientError> {
+        if let Ok(id) = sub.parse() {
+            return Ok(id);
+        }
+        let mut page = 1;
+        loop {
+            let list = self.get(&format!("/v1/report-subscriptions?page_num={page}&page_size=100")).await?;
+            let items = list["report_subscriptions"].as_array().cloned().unwrap_or_default();
+            if let Some(id) = items.iter().find(|s| s["name"] == sub).and_then(|s| s["id"].as_i64()) {
+                return Ok(id);
+            }
+            if items.len() < 100 {
+                return Err(ClientError {
+                    status: 404,
+                    message: format!("SubscriptionNotFound: no report subscription named `{sub}`"),
+                });
+            }
+            page += 1;
+        }
+    }
+}
+
+/// The API body of `report create|update` from the flags that were given.
+fn report_body(a: &ReportArgs) -> Result<Value, ClientError> {
+    let mut b = json!({});
+    if !a.reports.is_empty() {
+        b["reports"] = json!(a.reports.iter().map(|id| json!({"report_id": id})).collect::<Vec<_>>());
+    }
+    if !a.domains.is_empty() {
+        b["domain_names"] = json!(a.domains);
+    }
+    match (&a.webhook, a.email_to.is_empty()) {
+        (Some(_), false) => {
+            return Err(ClientError { status: 0, message: "give --email-to or --webhook, not both".into() })
+        }
+        (Some(url), true) => {
+            let mut w = json!({"url": url, "format": a.format.clone().unwrap_or_else(|| "generic".into())});
+            if let Some(f) = &a.secret_file {
+                let secret = std::fs::read_to_string(f)
+                    .map_err(|e| ClientError { status: 0, message: format!("cannot read {}: {e}", f.display()) })?;
+                w["secret"] = json!(secret.trim_end_matches(['\r', '\n']));
+            }
+            b["deliver"] = json!({"webhook": w});
+        }
+        (None, false) => {
+            b["deliver"] = json!({"email": {"subject": a.subject.clone().unwrap_or_default(), "to": a.email_to}})
+        }
+        (None, true) => {}
+    }
+    let mut sched = serde_json::Map::new();
+    for (k, v) in [
+        ("crontab", &a.crontab),
+        ("frequency", &a.frequency),
+        ("timezone", &a.timezone),
+        ("status", &a.status),
+        ("effective_from", &a.effective_from),
+        ("effective_end", &a.effective_end),
+    ] {
+        if let Some(v) = v {
+            sched.insert(k.into(), json!(v));
+        }
+    }
+    if !sched.is_empty() {
+        b["schedule"] = Value::Object(sched);
+    }
+    Ok(b)
+}
+
+fn reports_table(v: &Value) -> String {
+    let rows = v["report_subscriptions"].as_array().map(|a| a.iter().map(report_row).collect()).unwrap_or_default();
+    table(&["ID", "NAME", "REPORTS", "DELIVER", "CRONTAB", "FREQ", "STATUS", "NEXT RUN"], rows)
+}
+
+fn report_row(r: &Value) -> Vec<String> {
+    let reports: Vec<String> =
+        r["reports"].as_array().map(|a| a.iter().map(|x| s(&x["report_id"])).collect()).unwrap_or_default();
+    let deliver = if let Some(e) = r["deliver"].get("email") {
+        format!(
+            "email {}",
+            e["to"].as_array().map(|a| a.iter().map(s).collect::<Vec<_>>().join(",")).unwrap_or_default()
+        )
+    } else {
+        format!("webhook {}", s(&r["deliver"]["webhook"]["format"]))
+    };
+    vec![
+        s(&r["id"]),
+        s(&r["name"]),
+        reports.join(","),
+        deliver,
+        s(&r["schedule"]["crontab"]),
+        s(&r["schedule"]["frequency"]),
+        s(&r["schedule"]["status"]),
+        s(&r["next_run"]),
+    ]
+}
+
+fn report_detail(r: &Value) -> String {
+    let mut out = reports_table(&json!({"report_subscriptions": [r]}));
+    if let Some(d) = r["deliveries"].as_array().filter(|d| !d.is_empty()) {
+        out.push('\n');
+        out.push_str(&table(
+            &["PERIOD START", "PERIOD END", "STATUS", "ATTEMPTS", "ERROR"],
+            d.iter()
+                .map(|x| {
+                    vec![s(&x["period_start"]), s(&x["period_end"]), s(&x["status"]), s(&x["attempts"]), s(&x["error"])]
+                })
+                .collect(),
+        ));
+    }
+    out
+}
+
+pub async fn report(conn: &Conn, cmd: &ReportCommand) -> i32 {
+    let c = match Client::new(conn) {
+        Ok(c) => c,
+        Err(e) => return exit_for(&e),
+    };
+    let one = |v: &Value| reports_table(&json!({"report_subscriptions": [v]}));
+    let result = async {
+        match cmd {
+            ReportCommand::Create { name, args } => {
+                let mut b = report_body(args)?;
+                b["name"] = json!(name);
+                let v = c.call(reqwest::Method::POST, "/v1/report-subscriptions", Some(b)).await?;
+                print(conn, &v, one);
+            }
+            ReportCommand::List => {
+                let v = c.get("/v1/report-subscriptions?page_size=100").await?;
+                print(conn, &v, reports_table);
+            }
+            ReportCommand::Show { subscription } => {
+                let id = c.subscription_id(subscription).await?;
+                let v = c.get(&format!("/v1/report-subscriptions/{id}")).await?;
+                print(conn, &v, report_detail);
+            }
+            ReportCommand::Update { subscription, rename, args } => {
+                let id = c.subscription_id(subscription).await?;
+                let mut b = report_body(args)?;
+                if let Some(n) = rename {
+                    b["name"] = json!(n);
+                }
+                let v = c.call(reqwest::Method::PATCH, &format!("/v1/report-subscriptions/{id}"), Some(b)).await?;
+                print(conn, &v, one);
+            }
+            ReportCommand::Delete { subscription } => {
+                let id = c.subscription_id(subscription).await?;
+                let v = c.call(reqwest::Method::DELETE, &format!("/v1/report-subscriptions/{id}"), None).await?;
+                print(conn, &v, |_| format!("deleted report subscription {subscription}\n"));
+            }
+        }
+        Ok::<(), ClientError>(())
+    }
+    .await;
+    match result {
+        Ok(()) => EXIT_OK,
+        // The seed answers an unknown subscription with 400; for the exit code it is "not found".
+        Err(mut e) => {
+            if e.message.starts_with("SubscriptionNotFound") {
+                e.status = 404;
+            }
+            exit_for(&e)
+        }
     }
 }
 

@@ -76,7 +76,35 @@ pub struct Config {
     pub api: ApiConfig,
     pub vendors: Vec<VendorConfig>,
     pub jobs: Vec<JobConfig>,
+    /// `[smtp]`: how report mails are sent.
+    pub smtp: Option<SmtpConfig>,
+    /// `[[report]]`: declarative report subscriptions, applied at start.
+    pub reports: Vec<ReportConfig>,
 }
+
+/// The SMTP relay report mails go through.
+#[derive(Debug, Clone)]
+pub struct SmtpConfig {
+    pub host: String,
+    pub port: u16,
+    pub security: SmtpSecurity,
+    pub user: Option<String>,
+    pub password: Option<Secret>,
+    /// The sender, `Name <addr>` or `addr`.
+    pub from: String,
+    pub timeout: Duration,
+}
+
+/// `starttls` (default, port 587), `tls` (implicit TLS, port 465) or `none` (port 25, local relays).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SmtpSecurity {
+    Starttls,
+    Tls,
+    None,
+}
+
+/// One `[[report]]`: a subscription the config declares.
+pub type ReportConfig = crate::reports::SubscriptionSpec;
 
 #[derive(Debug, Clone)]
 pub struct DaemonConfig {
@@ -101,6 +129,8 @@ pub struct ApiConfig {
     pub requests_per_second: u32,
     /// Remote URL lists (`urls_url`, `sitemap_url`) may point at private addresses.
     pub allow_private_lists: bool,
+    /// Report subscriptions at most (`DeliverExceedLimit` beyond).
+    pub max_report_subscriptions: usize,
     /// The drop-in ESA scheduled-preload facade (`[api.compat]`), when configured.
     pub compat: Option<CompatConfig>,
 }
@@ -236,6 +266,65 @@ struct RawFile {
     vendor: Vec<Spanned<RawVendor>>,
     #[serde(default)]
     job: Vec<Spanned<RawJob>>,
+    smtp: Option<Spanned<RawSmtp>>,
+    #[serde(default)]
+    report: Vec<Spanned<RawReport>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSmtp {
+    host: Spanned<String>,
+    port: Option<Spanned<u16>>,
+    security: Option<Spanned<String>>,
+    user: Option<String>,
+    password_file: Option<Spanned<PathBuf>>,
+    from: Spanned<String>,
+    timeout: Option<Spanned<DurationValue>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawReport {
+    name: Spanned<String>,
+    #[serde(default)]
+    reports: Vec<Spanned<crate::reports::ReportSelection>>,
+    #[serde(default)]
+    domain_names: Vec<String>,
+    // Not `Spanned`: toml cannot span a table defined by dotted headers.
+    deliver: RawDeliver,
+    schedule: RawReportSchedule,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDeliver {
+    email: Option<crate::reports::EmailDeliver>,
+    webhook: Option<RawWebhook>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWebhook {
+    url: String,
+    secret_file: Option<Spanned<PathBuf>>,
+    #[serde(default)]
+    format: crate::reports::WebhookFormat,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawReportSchedule {
+    #[serde(default)]
+    sched_name: String,
+    #[serde(default)]
+    description: String,
+    crontab: Spanned<String>,
+    frequency: Spanned<String>,
+    status: Option<Spanned<String>>,
+    timezone: Option<Spanned<String>>,
+    effective_from: Option<Spanned<String>>,
+    effective_end: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -256,6 +345,7 @@ struct RawApi {
     token_file: Option<Spanned<PathBuf>>,
     requests_per_second: Option<Spanned<u32>>,
     allow_private_lists: Option<bool>,
+    max_report_subscriptions: Option<Spanned<usize>>,
     compat: Option<RawCompat>,
 }
 
@@ -526,9 +616,142 @@ impl Validator<'_> {
             }
             jobs.push(jc);
         }
+        let smtp = raw.smtp.as_ref().map(|s| self.smtp(s.get_ref())).transpose()?;
+        let mut reports: Vec<ReportConfig> = Vec::new();
+        for rr in &raw.report {
+            let rc = self.report(rr.get_ref())?;
+            if reports.iter().any(|o| o.name == rc.name) {
+                return Err(self.err(&rr.get_ref().name, "name", format!("duplicate report name `{}`", rc.name)));
+            }
+            if matches!(rc.deliver, crate::reports::Deliver::Email(_)) && smtp.is_none() {
+                return Err(self.err(
+                    &rr.get_ref().name,
+                    "deliver",
+                    format!("report `{}` is delivered by email but the config has no [smtp] section", rc.name),
+                ));
+            }
+            reports.push(rc);
+        }
         let mut api = api;
         api.compat = raw.api.compat.as_ref().map(|c| self.compat(c, &vendors)).transpose()?;
-        Ok(Config { path: self.path.to_path_buf(), daemon, api, vendors, jobs })
+        Ok(Config { path: self.path.to_path_buf(), daemon, api, vendors, jobs, smtp, reports })
+    }
+
+    fn smtp(&self, s: &RawSmtp) -> Result<SmtpConfig, ConfigError> {
+        let host = s.host.get_ref().trim().to_string();
+        if host.is_empty() {
+            return Err(self.err(&s.host, "host", "the SMTP host must not be empty"));
+        }
+        let security = match &s.security {
+            None => SmtpSecurity::Starttls,
+            Some(x) => match x.get_ref().as_str() {
+                "starttls" => SmtpSecurity::Starttls,
+                "tls" => SmtpSecurity::Tls,
+                "none" => SmtpSecurity::None,
+                other => return Err(self.err(x, "security", format!("`{other}`: expected starttls, tls or none"))),
+            },
+        };
+        let port = match &s.port {
+            Some(p) if *p.get_ref() == 0 => return Err(self.err(p, "port", "must be 1 to 65535")),
+            Some(p) => *p.get_ref(),
+            None => match security {
+                SmtpSecurity::Starttls => 587,
+                SmtpSecurity::Tls => 465,
+                SmtpSecurity::None => 25,
+            },
+        };
+        if s.from.get_ref().parse::<lettre::message::Mailbox>().is_err() {
+            return Err(self.err(
+                &s.from,
+                "from",
+                format!("`{}` is not a mailbox (`addr` or `Name <addr>`)", s.from.get_ref()),
+            ));
+        }
+        let password = s.password_file.as_ref().map(|p| self.read_secret(p, "password_file")).transpose()?;
+        if password.is_some() != s.user.is_some() {
+            return Err(self.err(&s.host, "user", "give both user and password_file, or neither"));
+        }
+        let timeout = match &s.timeout {
+            Some(t) => self.duration(t, "timeout")?,
+            None => Duration::from_secs(30),
+        };
+        Ok(SmtpConfig { host, port, security, user: s.user.clone(), password, from: s.from.get_ref().clone(), timeout })
+    }
+
+    fn report(&self, r: &RawReport) -> Result<ReportConfig, ConfigError> {
+        use crate::reports::{Deliver, Frequency, ReportSchedule, SubscriptionSpec, WebhookDeliver};
+        let name = r.name.get_ref().trim().to_string();
+        let deliver = match (&r.deliver.email, &r.deliver.webhook) {
+            (Some(e), None) => Deliver::Email(e.clone()),
+            (None, Some(w)) => Deliver::Webhook(WebhookDeliver {
+                url: w.url.clone(),
+                secret: w
+                    .secret_file
+                    .as_ref()
+                    .map(|f| self.read_secret(f, "secret_file"))
+                    .transpose()?
+                    .map(|s| s.expose().to_string()),
+                format: w.format,
+            }),
+            _ => {
+                return Err(self.err(
+                    &r.name,
+                    "deliver",
+                    "give exactly one of [report.deliver.email] or [report.deliver.webhook]",
+                ))
+            }
+        };
+        let sc = &r.schedule;
+        let frequency = match sc.frequency.get_ref().as_str() {
+            "h" => Frequency::Hour,
+            "d" => Frequency::Day,
+            "w" => Frequency::Week,
+            other => return Err(self.err(&sc.frequency, "frequency", format!("`{other}`: expected h, d or w"))),
+        };
+        let enabled = match &sc.status {
+            None => true,
+            Some(st) => match st.get_ref().as_str() {
+                "enable" => true,
+                "disable" => false,
+                other => return Err(self.err(st, "status", format!("`{other}`: expected enable or disable"))),
+            },
+        };
+        let time = |t: &Option<Spanned<String>>, key: &str| -> Result<Option<i64>, ConfigError> {
+            t.as_ref().map(|t| parse_time(t.get_ref()).map_err(|m| self.err(t, key, m))).transpose()
+        };
+        let spec = SubscriptionSpec {
+            name,
+            reports: r.reports.iter().map(|s| s.get_ref().clone()).collect(),
+            domain_names: r.domain_names.iter().map(|d| d.trim().to_ascii_lowercase()).collect(),
+            deliver,
+            schedule: ReportSchedule {
+                sched_name: sc.sched_name.clone(),
+                description: sc.description.clone(),
+                crontab: sc.crontab.get_ref().clone(),
+                frequency,
+                enabled,
+                timezone: sc
+                    .timezone
+                    .as_ref()
+                    .map(|t| t.get_ref().clone())
+                    .unwrap_or_else(|| crate::reports::DEFAULT_TIMEZONE.to_string()),
+                effective_from: time(&sc.effective_from, "effective_from")?,
+                effective_end: time(&sc.effective_end, "effective_end")?,
+            },
+        };
+        spec.validate().map_err(|e| {
+            let offset = match e.key.as_str() {
+                "name" => r.name.span().start,
+                "reports" | "conditions" => r.reports.first().map_or(r.name.span().start, |x| x.span().start),
+                "deliver" => r.name.span().start,
+                "crontab" => sc.crontab.span().start,
+                "timezone" => sc.timezone.as_ref().map_or(sc.crontab.span().start, |t| t.span().start),
+                "effective_end" => sc.effective_end.as_ref().map_or(sc.crontab.span().start, |t| t.span().start),
+                _ => r.name.span().start,
+            };
+            ConfigError { file: self.path.to_path_buf(), line: self.line_of(offset), key: e.key, message: e.message }
+        })?;
+        Ok(spec)
     }
 
     fn compat(&self, c: &RawCompat, vendors: &[VendorConfig]) -> Result<CompatConfig, ConfigError> {
@@ -626,6 +849,13 @@ impl Validator<'_> {
             requests_per_second,
             allow_private_lists: a.allow_private_lists.unwrap_or(false),
             compat: None,
+            max_report_subscriptions: match &a.max_report_subscriptions {
+                Some(m) if *m.get_ref() == 0 => {
+                    return Err(self.err(m, "max_report_subscriptions", "must be at least 1"))
+                }
+                Some(m) => *m.get_ref(),
+                None => 100,
+            },
         })
     }
 
@@ -989,5 +1219,67 @@ slice_len = 100
         assert!(e.message.contains("duplicate vendor"), "{e}");
         let e = parse_str(&GOOD.replace("interval = \"90s\"", "interval = \"soon\"")).unwrap_err();
         assert_eq!(e.key, "interval");
+    }
+
+    const REPORT: &str = r#"
+[smtp]
+host = "smtp.example.com"
+from = "preloadd <reports@example.com>"
+
+[[report]]
+name = "daily"
+domain_names = ["CDN.example.com"]
+
+[report.deliver.email]
+subject = "Daily"
+to = ["ops@example.com"]
+
+[report.schedule]
+crontab = "0 0 8 * * ?"
+frequency = "d"
+
+[[report.reports]]
+report_id = 1
+conditions = [{ field = "vendor", op = "in", value = ["hook"] }]
+"#;
+
+    #[test]
+    fn reports_and_smtp_parse() {
+        let c = parse_str(&format!("{GOOD}{REPORT}")).unwrap();
+        let smtp = c.smtp.unwrap();
+        assert_eq!((smtp.port, smtp.security), (587, SmtpSecurity::Starttls));
+        let r = &c.reports[0];
+        assert_eq!(r.domain_names, ["cdn.example.com"]);
+        assert_eq!(r.schedule.timezone, "Asia/Shanghai");
+        assert_eq!(r.reports[0].conditions[0].value, ["hook"]);
+    }
+
+    #[test]
+    fn report_errors_name_line_and_key() {
+        let base = format!("{GOOD}{REPORT}");
+        let line_of = |needle: &str| 1 + base[..base.find(needle).unwrap()].matches('\n').count();
+        let e = parse_str(&base.replace("frequency = \"d\"", "frequency = \"m\"")).unwrap_err();
+        assert_eq!((e.line, e.key.as_str()), (line_of("frequency"), "frequency"), "{e}");
+        let e = parse_str(&base.replace("crontab = \"0 0 8 * * ?\"", "crontab = \"0 0 25 * * ?\"")).unwrap_err();
+        assert_eq!((e.line, e.key.as_str()), (line_of("crontab"), "crontab"), "{e}");
+        let e = parse_str(&base.replace("report_id = 1", "report_id = 1\nbogus = 2")).unwrap_err();
+        assert!(e.to_string().contains("bogus"), "{e}");
+        assert_eq!(e.line, line_of("report_id") + 1, "{e}");
+        let e = parse_str(&base.replace("host = ", "hots = ")).unwrap_err();
+        assert!(e.to_string().contains("hots"), "{e}");
+        let e = parse_str(
+            &base.replace("[smtp]\nhost = \"smtp.example.com\"\nfrom = \"preloadd <reports@example.com>\"\n", ""),
+        )
+        .unwrap_err();
+        assert_eq!(e.key, "deliver", "{e}");
+        assert!(e.message.contains("[smtp]"), "{e}");
+        let e =
+            parse_str(&base.replace("security", "x").replace("host = ", "security = \"ssl\"\nhost = ")).unwrap_err();
+        assert_eq!(e.key, "security", "{e}");
+        let e = parse_str(&format!("{base}\n[[report]]\nname = \"daily\"\n[report.deliver.webhook]\nurl = \"http://x.example/\"\n[report.schedule]\ncrontab = \"0 0 8 * * ?\"\nfrequency = \"d\"\n[[report.reports]]\nreport_id = 2\n"))
+            .unwrap_err();
+        assert!(e.message.contains("duplicate report"), "{e}");
+        let e = parse_str(&format!("{GOOD}[api]\nmax_report_subscriptions = 0\n")).unwrap_err();
+        assert_eq!(e.key, "max_report_subscriptions", "{e}");
     }
 }

@@ -1,5 +1,5 @@
 //! `preloadd serve`: the daemon. Loads the config, opens the store, applies declarative jobs,
-//! runs the engine and the API until the shutdown signal, then stops at a safe point.
+//! runs the engine, the report deliveries and the API until the shutdown signal, then stops at a safe point.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -12,6 +12,7 @@ use tracing::info;
 use crate::clock::{SharedClock, SystemClock};
 use crate::config::Config;
 use crate::engine::{Engine, EngineSettings};
+use crate::reports::{Reporter, ReporterSettings};
 use crate::store::Store;
 use crate::vendor::Vendors;
 
@@ -21,11 +22,17 @@ pub struct ServeOptions {
     pub settings: EngineSettings,
     /// An already bound listener for `[api.compat]` (tests bind port 0); else its `listen`.
     pub compat_listener: Option<TcpListener>,
+    pub reports: ReporterSettings,
 }
 
 impl Default for ServeOptions {
     fn default() -> Self {
-        ServeOptions { clock: Arc::new(SystemClock), settings: EngineSettings::default(), compat_listener: None }
+        ServeOptions {
+            clock: Arc::new(SystemClock),
+            settings: EngineSettings::default(),
+            reports: ReporterSettings::default(),
+            compat_listener: None,
+        }
     }
 }
 
@@ -43,9 +50,15 @@ pub async fn run(
     crate::ingest::apply_config_jobs(&store, &config.jobs, config.api.allow_private_lists, now)
         .await
         .context("applying the config's jobs")?;
+    store
+        .sync_config_subscriptions(&config.reports, now)
+        .await
+        .context("applying the config's report subscriptions")?;
     let vendors = Vendors::from_config(&config.vendors, opts.clock.clone())?;
     let cancel = CancellationToken::new();
     let engine = Engine::new(store.clone(), vendors, opts.clock.clone(), opts.settings, cancel.clone());
+    let reporter = Reporter::new(store.clone(), opts.clock.clone(), config.smtp.clone(), opts.reports);
+    let reports = tokio::spawn(reporter.run(cancel.clone()));
 
     let app = crate::api::router(crate::api::AppState::new(engine.clone(), &config.api));
     let api_cancel = cancel.clone();
@@ -83,6 +96,8 @@ pub async fn run(
     if let Some(c) = compat {
         let _ = c.await;
     }
+    // A send cut short here stays `sending` and is recorded as failed at the next start.
+    let _ = tokio::time::timeout(config.daemon.shutdown_timeout, reports).await;
     store.close().await;
     info!("stopped");
     Ok(())

@@ -13,6 +13,7 @@
 //! - [`cron`]: cron rules and DST-correct firing times; [`sign`]: vendor request signatures.
 //! - [`compat`]: ESA's scheduled-preload OpenAPI served over the same engine (drop-in).
 //! - [`emulator`]: Alibaba Cloud CDN and ESA emulated over loopback HTTP (`preloadd emulator`).
+//! - [`reports`]: report subscriptions and their scheduled delivery (email, webhooks).
 //! - [`clock`], [`quota`], [`logging`], [`summary`]: small helpers.
 
 pub mod api;
@@ -31,6 +32,7 @@ pub mod logging;
 pub mod model;
 pub mod quota;
 pub mod remote;
+pub mod reports;
 pub mod sign;
 pub mod store;
 pub mod summary;

@@ -1,4 +1,5 @@
-//! The human summary `check-config` prints: vendors, jobs, URL counts, rejected lines, plans.
+//! The human summary `check-config` prints: vendors, jobs, URL counts, rejected lines, plans,
+//! report subscriptions.
 
 use std::fmt::Write;
 
@@ -83,6 +84,39 @@ pub async fn render(cfg: &Config) -> Result<String, String> {
                 let _ = writeln!(out, "    list not checked: {m}");
             }
             Err(e) => return Err(format!("job `{}`: {e}", j.name)),
+        }
+    }
+    if let Some(smtp) = &cfg.smtp {
+        let security = format!("{:?}", smtp.security).to_lowercase();
+        let _ = writeln!(out, "smtp: {}:{} ({security}), from {}", smtp.host, smtp.port, smtp.from);
+    }
+    if !cfg.reports.is_empty() {
+        let _ = writeln!(out, "report subscriptions ({}):", cfg.reports.len());
+    }
+    for r in &cfg.reports {
+        let to = match &r.deliver {
+            crate::reports::Deliver::Email(e) => format!("email to {}", e.to.join(", ")),
+            crate::reports::Deliver::Webhook(w) => format!("{:?} webhook", w.format).to_lowercase(),
+        };
+        let ids: Vec<String> = r.reports.iter().map(|x| x.report_id.to_string()).collect();
+        let s = &r.schedule;
+        let _ = writeln!(
+            out,
+            "  {} — reports {} by {to}, `{}` in {}{}",
+            r.name,
+            ids.join(", "),
+            s.crontab,
+            s.timezone,
+            if s.enabled { "" } else { " (disabled)" }
+        );
+        match s.next_run(chrono::Utc::now().timestamp_millis()) {
+            Some(t) => {
+                let (from, to) = s.period(t);
+                let _ = writeln!(out, "    next delivery {} covering {} to {}", rfc3339(t), rfc3339(from), rfc3339(to));
+            }
+            None => {
+                let _ = writeln!(out, "    no further delivery");
+            }
         }
     }
     Ok(out)

@@ -212,6 +212,13 @@ pub struct Paging {
     name: Option<String>,
 }
 
+impl Paging {
+    /// `(page_num, page_size)`, checked.
+    pub fn pages(&self) -> Result<(i64, i64), ApiError> {
+        paging(self.page_num, self.page_size)
+    }
+}
+
 fn paging(num: Option<i64>, size: Option<i64>) -> Result<(i64, i64), ApiError> {
     let num = num.unwrap_or(1);
     let size = size.unwrap_or(10);

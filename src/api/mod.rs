@@ -2,6 +2,7 @@
 //! errors to the seeds' codes. Handlers translate between API types and the store; no SQL here.
 
 mod handlers;
+mod reports;
 
 use std::sync::Arc;
 
@@ -25,6 +26,7 @@ pub struct AppState {
     /// Requests per second for the token (one token, so one direct limiter).
     pub limiter: Arc<governor::DefaultDirectRateLimiter>,
     pub allow_private_lists: bool,
+    pub max_report_subscriptions: usize,
 }
 
 impl AppState {
@@ -35,6 +37,7 @@ impl AppState {
             token: api.token.clone(),
             limiter: Arc::new(governor::RateLimiter::direct(governor::Quota::per_second(rate))),
             allow_private_lists: api.allow_private_lists,
+            max_report_subscriptions: api.max_report_subscriptions,
         }
     }
 }
@@ -56,6 +59,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/plans/{id}/stop", post(handlers::stop_plan))
         .route("/v1/tasks", get(handlers::list_tasks))
         .route("/v1/vendors", get(handlers::list_vendors))
+        .route("/v1/report-subscriptions", post(reports::create).get(reports::list))
+        .route("/v1/report-subscriptions/{id}", get(reports::get).patch(reports::update).delete(reports::delete))
         .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
     Router::new()
         .merge(v1)
@@ -156,6 +161,14 @@ impl From<StoreError> for ApiError {
                 "the specified end_time is earlier than the start_time",
             ),
             StoreError::Conflict(m) => ApiError::invalid(m),
+            StoreError::NameExists(name) => {
+                ApiError::new(StatusCode::BAD_REQUEST, "NameAlreadyExists", format!("the name `{name}` already exists"))
+            }
+            StoreError::LimitExceeded(max) => ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "DeliverExceedLimit",
+                format!("the maximum number of report subscriptions ({max}) is reached"),
+            ),
             other => {
                 tracing::error!(error = %other, "internal error");
                 ApiError::new(

@@ -9,6 +9,7 @@ mod compat;
 mod jobs;
 mod plans;
 mod quota;
+mod reports;
 mod schedules;
 mod tasks;
 mod work;
@@ -20,6 +21,7 @@ pub use jobs::{
 };
 pub use plans::{insert_plan, sync_config_plans, Plan, PlanChange};
 pub use quota::Reservation;
+pub use reports::{Delivery, DeliveryWork, Report, Subscription, MAX_ROWS};
 pub use schedules::{delete_schedule_tx, schedule_of_job_tx, upsert_schedule, FireOutcome, Firing, ScheduleRow};
 pub use tasks::{TaskFilter, TaskView};
 pub use work::{Slice, SliceStart, Subtask, SubtaskWork, UrlOutcome, VendorProgress};
@@ -42,6 +44,12 @@ pub enum StoreError {
     /// `InvalidEndTime.Mismatch`: the end of a window is not after its start.
     #[error("the end time is earlier than the start time")]
     EndBeforeStart,
+    /// A unique name is taken (`NameAlreadyExists`).
+    #[error("the name `{0}` already exists")]
+    NameExists(String),
+    /// A count limit is reached (`DeliverExceedLimit`): the limit.
+    #[error("the limit of {0} is reached")]
+    LimitExceeded(usize),
     #[error("the state directory {path} cannot be used: {reason}")]
     StateDir { path: PathBuf, reason: String },
     #[error("database error: {0}")]

@@ -19,7 +19,7 @@ impl Api {
         Api::start_with("requests_per_second = 1000").await
     }
 
-    async fn start_with(api_extra: &str) -> Api {
+    pub(crate) async fn start_with(api_extra: &str) -> Api {
         let recv = Receiver::start().await;
         let dir = tempfile::tempdir().unwrap();
         crate::common::write_secret(&dir.path().join("token"), "test-token\n");
