@@ -92,9 +92,12 @@ pub enum LogFormat {
 pub struct ApiConfig {
     pub listen: SocketAddr,
     pub token: Option<Secret>,
+    /// `/metrics` without a token from anywhere; by default only loopback peers (or a bearer
+    /// token) may read it.
+    pub metrics_public: bool,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct VendorConfig {
     pub name: String,
     pub kind: VendorKind,
@@ -195,6 +198,7 @@ struct RawDaemon {
 struct RawApi {
     listen: Option<Spanned<String>>,
     token_file: Option<Spanned<PathBuf>>,
+    metrics_public: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -448,7 +452,7 @@ impl Validator<'_> {
             (None, None) => "127.0.0.1:8790".parse().expect("valid default"),
         };
         let token = a.token_file.as_ref().map(|p| self.read_secret(p, "token_file")).transpose()?;
-        Ok(ApiConfig { listen, token })
+        Ok(ApiConfig { listen, token, metrics_public: a.metrics_public.unwrap_or(false) })
     }
 
     fn vendor(&self, v: &RawVendor) -> Result<VendorConfig, ConfigError> {

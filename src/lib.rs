@@ -8,7 +8,8 @@
 //! - [`store`]: SQLite, migrations, and every SQL statement.
 //! - [`engine`]: plans → slices → subtasks, retries, polling, crash reconciliation.
 //! - [`vendor`]: the vendor trait, per-account limiters, and each vendor client.
-//! - [`api`]: the HTTP API; [`daemon`]: `serve`; [`cli`]: the command line.
+//! - [`api`]: the HTTP API; [`metrics`]: `/metrics`; [`daemon`]: `serve` (reload, sd_notify via
+//!   [`notify`]); [`cli`]: the command line.
 //! - [`cron`]: cron rules and DST-correct firing times; [`sign`]: vendor request signatures.
 //! - [`emulator`]: Alibaba Cloud CDN and ESA emulated over loopback HTTP (`preloadd emulator`).
 //! - [`clock`], [`quota`], [`logging`], [`summary`]: small helpers.
@@ -24,7 +25,9 @@ pub mod emulator;
 pub mod engine;
 pub mod ingest;
 pub mod logging;
+pub mod metrics;
 pub mod model;
+pub mod notify;
 pub mod quota;
 pub mod sign;
 pub mod store;

@@ -3,9 +3,10 @@
 
 mod handlers;
 
-use std::sync::Arc;
+use std::net::SocketAddr;
+use std::sync::{Arc, RwLock};
 
-use axum::extract::{Request, State};
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -21,7 +22,30 @@ use crate::store::StoreError;
 #[derive(Clone)]
 pub struct AppState {
     pub engine: Arc<Engine>,
+    /// Swapped by a config reload.
+    pub access: Arc<RwLock<Access>>,
+    pub stats: Arc<crate::metrics::DaemonStats>,
+}
+
+/// Who may call the API: the bearer token, and whether `/metrics` is open beyond loopback.
+#[derive(Debug, Clone, Default)]
+pub struct Access {
     pub token: Option<Secret>,
+    pub metrics_public: bool,
+}
+
+impl AppState {
+    pub fn new(engine: Arc<Engine>, api: &crate::config::ApiConfig) -> Self {
+        AppState {
+            engine,
+            access: Arc::new(RwLock::new(Access { token: api.token.clone(), metrics_public: api.metrics_public })),
+            stats: Arc::default(),
+        }
+    }
+
+    fn access(&self) -> Access {
+        self.access.read().expect("access lock").clone()
+    }
 }
 
 pub fn router(state: AppState) -> Router {
@@ -41,6 +65,7 @@ pub fn router(state: AppState) -> Router {
         .merge(v1)
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
         .layer(axum::extract::DefaultBodyLimit::max(1 << 20))
         .with_state(state)
 }
@@ -48,7 +73,12 @@ pub fn router(state: AppState) -> Router {
 /// Every `/v1` route needs `Authorization: Bearer <token>`, compared in constant time. A token
 /// in the query string is refused, so it never lands in access logs.
 async fn authenticate(State(s): State<AppState>, req: Request, next: Next) -> Result<Response, ApiError> {
-    let Some(token) = &s.token else {
+    check_token(&s.access(), &req)?;
+    Ok(next.run(req).await)
+}
+
+fn check_token(access: &Access, req: &Request) -> Result<(), ApiError> {
+    let Some(token) = &access.token else {
         return Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
             "Unauthorized",
@@ -75,7 +105,7 @@ async fn authenticate(State(s): State<AppState>, req: Request, next: Next) -> Re
     if !constant_time_eq(given.as_bytes(), token.expose().as_bytes()) {
         return Err(ApiError::new(StatusCode::UNAUTHORIZED, "Unauthorized", "a valid bearer token is required"));
     }
-    Ok(next.run(req).await)
+    Ok(())
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -150,4 +180,18 @@ async fn readyz(State(s): State<AppState>) -> Result<Json<serde_json::Value>, Ap
         ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "NotReady", format!("the database is not writable: {e}"))
     })?;
     Ok(Json(json!({"status": "ready", "request_id": request_id()})))
+}
+
+/// `/metrics`: open to loopback peers (the local Prometheus agent), to anyone with
+/// `[api] metrics_public = true`, else only with the bearer token.
+async fn metrics(State(s): State<AppState>, req: Request) -> Result<Response, ApiError> {
+    let access = s.access();
+    let loopback = req.extensions().get::<ConnectInfo<SocketAddr>>().is_some_and(|c| c.0.ip().is_loopback());
+    if !access.metrics_public && !loopback {
+        check_token(&access, &req)?;
+    }
+    let day = crate::quota::vendor_day(s.engine.now());
+    let snapshot = s.engine.store().metrics_snapshot(&day).await?;
+    let body = crate::metrics::render(&snapshot, &s.engine.vendors(), &s.stats);
+    Ok(([(axum::http::header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], body).into_response())
 }

@@ -6,15 +6,17 @@
 //! next side effect.
 
 mod jobs;
+mod metrics;
 mod plans;
 mod quota;
 mod tasks;
 mod work;
 
 pub use jobs::{
-    add_rejections, append_urls, append_urls_tx, clear_urls, insert_job, job_id_by_name, update_job, Job, JobUpdate,
-    NewJob,
+    add_rejections, append_urls, append_urls_tx, clear_urls, insert_job, job_id_by_name, job_in_flight, update_job,
+    Job, JobUpdate, NewJob,
 };
+pub use metrics::{Histogram, MetricsSnapshot, StatusSummary, LATENESS_BUCKETS};
 pub use plans::{insert_plan, sync_config_plans, Plan, PlanChange};
 pub use quota::Reservation;
 pub use tasks::{TaskFilter, TaskView};

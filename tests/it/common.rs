@@ -155,6 +155,7 @@ pub fn test_settings() -> EngineSettings {
         poll_first_ms: 1_000,
         poll_max_ms: 5_000,
         poll_give_up_ms: 3_600_000,
+        ..Default::default()
     }
 }
 
