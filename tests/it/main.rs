@@ -6,4 +6,5 @@ mod config_cli;
 mod emulator;
 mod engine;
 mod serve;
+mod service;
 mod vendors;
