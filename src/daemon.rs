@@ -79,8 +79,8 @@ pub async fn run(
     info!(listen = %addr, state = %store.path().display(), "preloadd is ready");
     // Migrations ran (Store::open), declarative jobs are in, the API listens: ready.
     notifier.ready();
-    let status = StatusLine { notifier: notifier.clone(), engine: engine.clone(), addr };
-    status.send(None).await;
+    let status = StatusLine { notifier: notifier.clone(), engine: engine.clone(), addr, note: Arc::default() };
+    status.send().await;
 
     let trigger = cancel.clone();
     let stop_notifier = notifier.clone();
@@ -122,13 +122,20 @@ struct StatusLine {
     notifier: Notifier,
     engine: Arc<Engine>,
     addr: SocketAddr,
+    /// A note that stays on the line until replaced (a rejected reload).
+    note: Arc<std::sync::Mutex<Option<String>>>,
 }
 
 impl StatusLine {
-    async fn send(&self, note: Option<&str>) {
+    fn set_note(&self, note: Option<&str>) {
+        *self.note.lock().expect("status lock") = note.map(str::to_string);
+    }
+
+    async fn send(&self) {
         if !self.notifier.enabled() {
             return;
         }
+        let note = self.note.lock().expect("status lock").clone();
         match self.engine.store().status_summary(self.engine.now()).await {
             Ok(s) => {
                 let mut line = format!(
@@ -137,7 +144,7 @@ impl StatusLine {
                 );
                 if let Some(n) = note {
                     line.push_str("; ");
-                    line.push_str(n);
+                    line.push_str(&n);
                 }
                 self.notifier.status(&line);
             }
@@ -148,7 +155,7 @@ impl StatusLine {
     async fn every(self, period: Duration, cancel: CancellationToken) {
         loop {
             tokio::select! {
-                _ = tokio::time::sleep(period) => self.send(None).await,
+                _ = tokio::time::sleep(period) => self.send().await,
                 _ = cancel.cancelled() => return,
             }
         }
@@ -177,13 +184,15 @@ impl Reloader {
                 self.state.stats.config_loaded_at_ms.store(self.clock.now_ms(), Ordering::Relaxed);
                 info!("config reloaded");
                 notifier.ready();
-                self.status.send(None).await;
+                self.status.set_note(None);
+                self.status.send().await;
             }
             Err(e) => {
                 self.state.stats.reloads_failed.fetch_add(1, Ordering::Relaxed);
                 error!("config reload rejected, the running config is kept: {e:#}");
                 notifier.ready();
-                self.status.send(Some("last reload rejected (see the log)")).await;
+                self.status.set_note(Some("last reload rejected, running the previous config (see the log)"));
+                self.status.send().await;
             }
         }
     }
@@ -233,13 +242,17 @@ impl Reloader {
     }
 }
 
-/// Resolves on SIGTERM or SIGINT.
-pub async fn shutdown_signal() {
+/// Resolves on SIGTERM or SIGINT. The handlers are installed at the call, not at the first
+/// poll, so a SIGTERM during start-up (a long list load) is a clean shutdown request.
+pub fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
     }
 }
 

@@ -120,6 +120,16 @@ struct Daemon {
 
 impl Daemon {
     fn spawn(dir: &Path, config: &Path, watchdog_usec: Option<u64>) -> Daemon {
+        Self::spawn_with(dir, config, watchdog_usec, &[], Stdio::null())
+    }
+
+    fn spawn_with(
+        dir: &Path,
+        config: &Path,
+        watchdog_usec: Option<u64>,
+        env: &[(&str, String)],
+        stderr: Stdio,
+    ) -> Daemon {
         let sock_path = dir.join(format!("notify-{}.sock", rand_suffix()));
         let sock = UnixDatagram::bind(&sock_path).unwrap();
         let mut cmd = Command::new(BIN);
@@ -129,8 +139,10 @@ impl Daemon {
             .env("RUST_LOG", "warn")
             .env_remove("WATCHDOG_PID")
             .env_remove("WATCHDOG_USEC")
+            .env_remove("JOURNAL_STREAM")
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
-            .stderr(Stdio::null());
+            .stderr(stderr);
         if let Some(u) = watchdog_usec {
             cmd.env("WATCHDOG_USEC", u.to_string());
         }
@@ -301,8 +313,13 @@ async fn sighup_applies_a_good_config_and_keeps_the_old_one_on_a_bad_one() {
     d.signal("-HUP");
     d.until("RELOADING=1", Duration::from_secs(30)).await;
     d.until("READY=1", Duration::from_secs(30)).await;
-    let status = d.next(Duration::from_secs(30)).await;
-    assert!(status.starts_with("STATUS=") && status.contains("rejected"), "{status}");
+    let status = loop {
+        let m = d.next(Duration::from_secs(30)).await;
+        if m.starts_with("STATUS=") {
+            break m;
+        }
+    };
+    assert!(status.contains("reload rejected"), "systemctl status tells: {status}");
     let (code, _) = get(&format!("{base}/readyz")).await;
     assert_eq!(code, 200, "still ready with the old config");
 
@@ -380,6 +397,48 @@ async fn sigterm_mid_plan_loses_nothing_and_repeats_nothing() {
     recv.wait_until("every URL", Duration::from_secs(60), |h| h.iter().map(|h| h.urls.len()).sum::<usize>() >= n).await;
     assert_eq!(recv.urls(), urls("busy", n), "every URL exactly once, in order, across the restart");
     assert_eq!(d.stop().await, Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_are_journald_friendly_under_systemd_and_json_on_request() {
+    use std::os::unix::fs::MetadataExt;
+    let recv = Receiver::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let jobs =
+        "\n[[job]]\nname = \"j\"\ntask_type = \"preload\"\nvendors = [\"hook\"]\nurls = [\"https://a.example/1\"]\n";
+    let run = |format: &'static str, journal: bool| {
+        let dir = dir.path().to_path_buf();
+        let recv = recv.clone();
+        async move {
+            let extra = if format == "json" { "log_format = \"json\"" } else { "" };
+            let cfg = write_config(&dir, &[("hook", &recv, 10)], jobs, extra);
+            let log = dir.join(format!("{format}-{journal}.log"));
+            let file = std::fs::File::create(&log).unwrap();
+            let meta = file.metadata().unwrap();
+            // systemd names the stream it gave us as stderr; a stale value must not count.
+            let stream = if journal { format!("{}:{}", meta.dev(), meta.ino()) } else { "1:1".to_string() };
+            let env = [("JOURNAL_STREAM", stream), ("RUST_LOG", "info".to_string())];
+            let mut d = Daemon::spawn_with(&dir, &cfg, None, &env, Stdio::from(file));
+            d.until("READY=1", Duration::from_secs(60)).await;
+            assert_eq!(d.stop().await, Some(0));
+            std::fs::read_to_string(log).unwrap()
+        }
+    };
+    let journal = run("auto", true).await;
+    let lines: Vec<&str> = journal.lines().collect();
+    assert!(lines.iter().any(|l| l.starts_with("<6>") && l.contains("preloadd is ready")), "{journal}");
+    for l in &lines {
+        assert!(l.starts_with('<') && !l.contains('\u{1b}'), "a priority prefix, no colours: {l}");
+        assert!(!l[3..].trim_start().starts_with("20"), "no timestamp (the journal adds one): {l}");
+    }
+    let plain = run("auto", false).await;
+    assert!(plain.lines().all(|l| !l.starts_with('<') && l.trim_start().starts_with("20")), "{plain}");
+    let json = run("json", false).await;
+    for l in json.lines() {
+        let v: serde_json::Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"));
+        assert!(v["level"].is_string() && v["timestamp"].is_string(), "{l}");
+    }
+    assert!(json.contains("preloadd is ready"));
 }
 
 // ---- /metrics ---------------------------------------------------------------------------------------
