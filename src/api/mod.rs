@@ -179,7 +179,14 @@ async fn readyz(State(s): State<AppState>) -> Result<Json<serde_json::Value>, Ap
     s.engine.store().check_writable().await.map_err(|e| {
         ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "NotReady", format!("the database is not writable: {e}"))
     })?;
-    Ok(Json(json!({"status": "ready", "request_id": request_id()})))
+    // The daemon serves only once a config is loaded; a rejected reload keeps the previous one.
+    let loaded = s.stats.config_loaded_at_ms.load(std::sync::atomic::Ordering::Relaxed);
+    Ok(Json(json!({
+        "status": "ready",
+        "config_loaded_at": crate::clock::rfc3339(loaded),
+        "config_reloads_failed": s.stats.reloads_failed.load(std::sync::atomic::Ordering::Relaxed),
+        "request_id": request_id(),
+    })))
 }
 
 /// `/metrics`: open to loopback peers (the local Prometheus agent), to anyone with
