@@ -726,6 +726,16 @@ slice_len = 100
 "#;
 
     #[test]
+    fn metrics_public_is_an_api_key_defaulting_to_false() {
+        assert!(!parse_str(GOOD).unwrap().api.metrics_public);
+        let c = parse_str(&GOOD.replace("[daemon]", "[api]\nmetrics_public = true\n\n[daemon]")).unwrap();
+        assert!(c.api.metrics_public);
+        let e = parse_str(&GOOD.replace("[daemon]", "[api]\nmetrics_publik = true\n\n[daemon]")).unwrap_err();
+        assert_eq!(e.line, 3, "{e}");
+        assert!(e.to_string().contains("metrics_publik"), "{e}");
+    }
+
+    #[test]
     fn good_config_parses() {
         let c = parse_str(GOOD).unwrap();
         assert_eq!(c.jobs[0].plans[0].interval_ms, 90_000);

@@ -189,16 +189,49 @@ async fn readyz(State(s): State<AppState>) -> Result<Json<serde_json::Value>, Ap
     })))
 }
 
+/// Loopback peers and `metrics_public` need nothing; anyone else the bearer token. An unknown
+/// peer (no connection info) counts as remote.
+fn metrics_allowed(access: &Access, peer: Option<SocketAddr>, req: &Request) -> Result<(), ApiError> {
+    if access.metrics_public || peer.is_some_and(|p| p.ip().is_loopback()) {
+        return Ok(());
+    }
+    check_token(access, req)
+}
+
 /// `/metrics`: open to loopback peers (the local Prometheus agent), to anyone with
 /// `[api] metrics_public = true`, else only with the bearer token.
 async fn metrics(State(s): State<AppState>, req: Request) -> Result<Response, ApiError> {
-    let access = s.access();
-    let loopback = req.extensions().get::<ConnectInfo<SocketAddr>>().is_some_and(|c| c.0.ip().is_loopback());
-    if !access.metrics_public && !loopback {
-        check_token(&access, &req)?;
-    }
+    let peer = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0);
+    metrics_allowed(&s.access(), peer, &req)?;
     let day = crate::quota::vendor_day(s.engine.now());
     let snapshot = s.engine.store().metrics_snapshot(&day).await?;
     let body = crate::metrics::render(&snapshot, &s.engine.vendors(), &s.stats);
     Ok(([(axum::http::header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], body).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metrics_are_open_to_loopback_or_when_public_else_need_the_token() {
+        let access = Access { token: Some(Secret::new("t")), metrics_public: false };
+        let req = |auth: Option<&str>| {
+            let mut b = axum::http::Request::builder().uri("/metrics");
+            if let Some(a) = auth {
+                b = b.header("authorization", a);
+            }
+            b.body(axum::body::Body::empty()).unwrap()
+        };
+        let local: SocketAddr = "127.0.0.1:5000".parse().unwrap();
+        let local6: SocketAddr = "[::1]:5000".parse().unwrap();
+        let remote: SocketAddr = "10.1.2.3:5000".parse().unwrap();
+        assert!(metrics_allowed(&access, Some(local), &req(None)).is_ok());
+        assert!(metrics_allowed(&access, Some(local6), &req(None)).is_ok());
+        assert_eq!(metrics_allowed(&access, Some(remote), &req(None)).unwrap_err().status, StatusCode::UNAUTHORIZED);
+        assert!(metrics_allowed(&access, None, &req(None)).is_err(), "no peer info counts as remote");
+        assert!(metrics_allowed(&access, Some(remote), &req(Some("Bearer t"))).is_ok());
+        let public = Access { metrics_public: true, ..access };
+        assert!(metrics_allowed(&public, Some(remote), &req(None)).is_ok());
+    }
 }
