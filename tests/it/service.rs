@@ -685,3 +685,61 @@ fn parse_prometheus(text: &str) -> Exposition {
     assert!(!names.is_empty(), "no samples");
     Exposition { samples }
 }
+
+// ---- reload building blocks ------------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_changed_list_waits_while_a_slice_of_its_job_is_in_flight() {
+    use preloadd::config::{JobConfig, PlanSpec, UrlSource};
+    use preloadd::model::{CatchUp, TaskType, UrlStatus};
+    let dir = tempfile::tempdir().unwrap();
+    let store = preloadd::store::Store::open_dir(dir.path()).await.unwrap();
+    let t0 = crate::common::T0;
+    let job = |list: &[String]| JobConfig {
+        name: "decl".into(),
+        task_type: TaskType::Preload,
+        vendors: vec!["hook".into()],
+        source: UrlSource::Inline(list.to_vec()),
+        catch_up: CatchUp::Skip,
+        plans: vec![PlanSpec { start_time: t0, end_time: t0 + 3_600_000, interval_ms: 60_000, slice_len: 2 }],
+    };
+    let (a, b) = (urls("a", 4), urls("b", 3));
+    let listed = |store: &preloadd::store::Store, id| {
+        let store = store.clone();
+        async move { store.job_urls(id, 0, 100).await.unwrap().into_iter().map(|(_, u)| u).collect::<Vec<_>>() }
+    };
+    preloadd::ingest::apply_config_jobs(&store, &[job(&a)], t0 - 1_000).await.unwrap();
+    let id = store.job_by_name("decl").await.unwrap().unwrap().id;
+    let plan = store.plans_of_job(id).await.unwrap()[0].id;
+    store.advance_plans(t0).await.unwrap();
+    let slice = store.take_slice(plan, t0).await.unwrap().expect("a slice in flight");
+
+    // The list changes while the slice is in flight: the old list stays, the slice keeps its URLs.
+    preloadd::ingest::apply_config_jobs(&store, &[job(&b)], t0 + 1).await.unwrap();
+    assert_eq!(listed(&store, id).await, a, "not replaced under an in-flight slice");
+    let sub = slice.subtask_ids[0];
+    assert_eq!(store.subtask_work(sub).await.unwrap().urls.len(), 2);
+
+    // Once the slice is recorded, the next apply (reload or restart) replaces the list.
+    store.mark_submitting(sub, t0 + 2).await.unwrap();
+    store.record_accepted(sub, 2, &[], t0 + 3, None, UrlStatus::Done).await.unwrap();
+    preloadd::ingest::apply_config_jobs(&store, &[job(&b)], t0 + 4).await.unwrap();
+    assert_eq!(listed(&store, id).await, b, "replaced once nothing is in flight");
+    store.close().await;
+}
+
+#[test]
+fn reconfigure_keeps_unchanged_accounts_and_the_counters_of_changed_ones() {
+    use std::sync::Arc;
+    let clock: preloadd::clock::SharedClock = Arc::new(preloadd::clock::SystemClock);
+    let a = crate::common::webhook_vendor("a", "http://127.0.0.1:9/hook", 10);
+    let b = crate::common::webhook_vendor("b", "http://127.0.0.1:9/hook", 10);
+    let old = preloadd::vendor::Vendors::from_config(&[a.clone(), b.clone()], clock.clone()).unwrap();
+    let mut b2 = b.clone();
+    b2.requests_per_second = 3;
+    let new = old.reconfigure(&[a, b2], clock).unwrap();
+    assert!(Arc::ptr_eq(old.get("a").unwrap(), new.get("a").unwrap()), "unchanged: the same account");
+    assert!(!Arc::ptr_eq(old.get("b").unwrap(), new.get("b").unwrap()), "changed: rebuilt");
+    assert_eq!(new.get("b").unwrap().config.requests_per_second, 3);
+    assert!(Arc::ptr_eq(&old.get("b").unwrap().stats, &new.get("b").unwrap().stats), "its counters carry on");
+}
