@@ -55,11 +55,32 @@ pub async fn run(
     mut opts: ServeOptions,
 ) -> anyhow::Result<()> {
     let notifier = opts.notifier.clone();
+    // Migrations and big declarative lists may outlast TimeoutStartSec=: while start-up makes
+    // progress, ask systemd for more time, a minute at a time.
+    let starting = tokio::spawn({
+        let notifier = notifier.clone();
+        async move {
+            notifier.status("starting: migrating the database, loading declarative job lists");
+            loop {
+                notifier.notify("EXTEND_TIMEOUT_USEC=60000000");
+                tokio::time::sleep(Duration::from_secs(20)).await;
+            }
+        }
+    });
     let store = Store::open(&config.daemon.state_dir, config.daemon.database_url.as_deref())
         .await
-        .context("opening the state database")?;
+        .context("opening the state database");
+    let store = match store {
+        Ok(s) => s,
+        Err(e) => {
+            starting.abort();
+            return Err(e);
+        }
+    };
     let now = opts.clock.now_ms();
-    crate::ingest::apply_config_jobs(&store, &config.jobs, now).await.context("applying the config's jobs")?;
+    let applied = crate::ingest::apply_config_jobs(&store, &config.jobs, now).await;
+    starting.abort();
+    applied.context("applying the config's jobs")?;
     let vendors = Vendors::from_config(&config.vendors, opts.clock.clone())?;
     let cancel = CancellationToken::new();
     // The loop must turn (and feed the watchdog) at least every WatchdogSec/4.

@@ -254,15 +254,21 @@ async fn sd_notify_ready_watchdog_reload_stopping() {
     let cfg = write_config(dir.path(), &[("hook", &recv, 10)], jobs, "");
     let mut d = Daemon::spawn(dir.path(), &cfg, Some(1_000_000));
 
-    // READY=1 comes first, and by then migrations ran and the API answers.
-    let first = d.next(Duration::from_secs(60)).await;
-    assert_eq!(first, "READY=1", "the first notification is READY=1");
+    // Before READY=1 only start-up progress (STATUS=, EXTEND_TIMEOUT_USEC=); by READY=1
+    // migrations ran and the API answers.
+    d.until("READY=1", Duration::from_secs(60)).await;
+    let (ready_at, before) = d.log.split_last().unwrap();
+    assert_eq!(ready_at, "READY=1");
+    for m in before {
+        assert!(m.starts_with("STATUS=starting") || m.starts_with("EXTEND_TIMEOUT_USEC="), "before READY: {m}");
+    }
+    assert!(before.iter().any(|m| m.starts_with("EXTEND_TIMEOUT_USEC=")), "start-up asks for time: {before:?}");
     let base = d.base().await;
     let (code, _) = get(&format!("{base}/healthz")).await;
     assert_eq!(code, 200, "/healthz answers at READY");
     let (code, body) = get(&format!("{base}/readyz")).await;
     assert_eq!(code, 200, "/readyz (a write to the migrated schema) answers at READY: {body}");
-    let status = d.log.iter().find(|m| m.starts_with("STATUS=")).unwrap().clone();
+    let status = d.log.iter().find(|m| m.starts_with("STATUS=listening")).unwrap().clone();
     assert!(status.contains("plans running") && status.contains("slices due") && status.contains("quota"), "{status}");
 
     // WatchdogSec=1s: the engine loop pings at least every 0.5 s, though nothing is due.
