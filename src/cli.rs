@@ -165,6 +165,11 @@ async fn run(cli: Cli) -> i32 {
             };
             match crate::daemon::run(cfg, listener, crate::daemon::shutdown_signal(), opts).await {
                 Ok(()) => EXIT_OK,
+                // A list the config names but that cannot be used: restarting will not fix it.
+                Err(e) if e.downcast_ref::<crate::daemon::ConfigRejected>().is_some() => {
+                    tracing::error!("{e:#}");
+                    EXIT_CONFIG
+                }
                 Err(e) => {
                     tracing::error!("{e:#}");
                     EXIT_FAILURE

@@ -23,6 +23,12 @@ use crate::notify::Notifier;
 use crate::store::Store;
 use crate::vendor::Vendors;
 
+/// The config names a job list that cannot be used (no valid URL, a name taken by an API job):
+/// a configuration error (exit 78), not a runtime failure.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigRejected(pub String);
+
 /// Everything `serve` needs besides the config; tests pass their own.
 pub struct ServeOptions {
     pub clock: SharedClock,
@@ -78,9 +84,16 @@ pub async fn run(
         }
     };
     let now = opts.clock.now_ms();
-    let applied = crate::ingest::apply_config_jobs(&store, &config.jobs, now).await;
+    let applied = crate::ingest::apply_config_jobs(&store, &config.jobs, now).await.map_err(|e| match e {
+        crate::ingest::IngestError::Store(e) => anyhow::Error::new(e),
+        other => anyhow::Error::new(ConfigRejected(other.to_string())),
+    });
     starting.abort();
-    applied.context("applying the config's jobs")?;
+    if let Err(e) = applied {
+        notifier.status(&format!("cannot start: {e}"));
+        store.close().await;
+        return Err(e.context("applying the config's jobs"));
+    }
     let vendors = Vendors::from_config(&config.vendors, opts.clock.clone())?;
     let cancel = CancellationToken::new();
     // The loop must turn (and feed the watchdog) at least every WatchdogSec/4.

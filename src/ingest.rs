@@ -122,6 +122,8 @@ pub async fn create_job<R: AsyncBufRead + Unpin>(
 pub async fn apply_config_jobs(store: &Store, jobs: &[JobConfig], now: i64) -> Result<(), IngestError> {
     for jc in jobs {
         apply_one(store, jc, now).await.map_err(|e| match e {
+            // The database failing is not the config's fault: keep it apart (exit 1, not 78).
+            IngestError::Store(e) => IngestError::Store(e),
             IngestError::MissingUrlList(r) => {
                 IngestError::Source(format!("job `{}`: {}", jc.name, IngestError::MissingUrlList(r)))
             }

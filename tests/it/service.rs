@@ -176,6 +176,18 @@ impl Daemon {
         }
     }
 
+    /// Reads notifications until one starts with `prefix`; returns it.
+    async fn until_prefix(&mut self, prefix: &str, deadline: Duration) -> String {
+        let end = tokio::time::Instant::now() + deadline;
+        loop {
+            let left = end.saturating_duration_since(tokio::time::Instant::now());
+            let msg = self.next(left.max(Duration::from_millis(1))).await;
+            if msg.starts_with(prefix) {
+                return msg;
+            }
+        }
+    }
+
     /// The API address, from the first `STATUS=` line.
     async fn base(&mut self) -> String {
         while self.addr.is_none() {
@@ -445,6 +457,22 @@ async fn logs_are_journald_friendly_under_systemd_and_json_on_request() {
         assert!(v["level"].is_string() && v["timestamp"].is_string(), "{l}");
     }
     assert!(json.contains("preloadd is ready"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_list_without_a_valid_url_is_a_config_error_not_restarted() {
+    let recv = Receiver::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("bad.txt"), "# nothing but\nnot-a-url\n").unwrap();
+    let jobs = "\n[[job]]\nname = \"bad\"\ntask_type = \"preload\"\nvendors = [\"hook\"]\nurls_file = \"bad.txt\"\n";
+    let cfg = write_config(dir.path(), &[("hook", &recv, 10)], jobs, "");
+    let mut d = Daemon::spawn(dir.path(), &cfg, None);
+    let status = d.until_prefix("STATUS=cannot start", Duration::from_secs(60)).await;
+    assert!(status.contains("bad"), "{status}");
+    let mut child = d.child;
+    let code = tokio::task::spawn_blocking(move || child.wait().unwrap().code()).await.unwrap();
+    assert_eq!(code, Some(78), "EX_CONFIG, so RestartPreventExitStatus=78 stops the restart loop");
+    assert!(!d.log.iter().any(|m| m == "READY=1"), "never ready: {:?}", d.log);
 }
 
 // ---- /metrics ---------------------------------------------------------------------------------------
