@@ -179,10 +179,20 @@ async fn run(cli: Cli) -> i32 {
             }
         }
         Command::Serve => {
+            // First, so that a SIGHUP during start-up is a reload request, not death.
+            let reload = match crate::daemon::reload_signal() {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("preloadd: cannot handle SIGHUP: {e}");
+                    return EXIT_FAILURE;
+                }
+            };
+            let notifier = crate::notify::Notifier::from_env();
             let cfg = match load(&cli) {
                 Ok(c) => c,
                 Err(e) => {
                     eprintln!("preloadd: {e}");
+                    notifier.status(&format!("configuration error: {e}"));
                     return EXIT_CONFIG;
                 }
             };
@@ -194,8 +204,19 @@ async fn run(cli: Cli) -> i32 {
                     return EXIT_FAILURE;
                 }
             };
-            match crate::daemon::run(cfg, listener, crate::daemon::shutdown_signal(), Default::default()).await {
+            let opts = crate::daemon::ServeOptions {
+                notifier,
+                reload: Some(reload),
+                overrides: Overrides::from_env(),
+                ..Default::default()
+            };
+            match crate::daemon::run(cfg, listener, crate::daemon::shutdown_signal(), opts).await {
                 Ok(()) => EXIT_OK,
+                // A list the config names but that cannot be used: restarting will not fix it.
+                Err(e) if e.downcast_ref::<crate::daemon::ConfigRejected>().is_some() => {
+                    tracing::error!("{e:#}");
+                    EXIT_CONFIG
+                }
                 Err(e) => {
                     tracing::error!("{e:#}");
                     EXIT_FAILURE

@@ -131,6 +131,9 @@ pub struct ApiConfig {
     pub allow_private_lists: bool,
     /// Report subscriptions at most (`DeliverExceedLimit` beyond).
     pub max_report_subscriptions: usize,
+    /// `/metrics` without a token from anywhere; by default only loopback peers (or a bearer
+    /// token) may read it.
+    pub metrics_public: bool,
     /// The drop-in ESA scheduled-preload facade (`[api.compat]`), when configured.
     pub compat: Option<CompatConfig>,
 }
@@ -147,7 +150,7 @@ pub struct CompatConfig {
     pub sites: Vec<(i64, Vec<String>)>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct VendorConfig {
     pub name: String,
     pub kind: VendorKind,
@@ -346,6 +349,7 @@ struct RawApi {
     requests_per_second: Option<Spanned<u32>>,
     allow_private_lists: Option<bool>,
     max_report_subscriptions: Option<Spanned<usize>>,
+    metrics_public: Option<bool>,
     compat: Option<RawCompat>,
 }
 
@@ -849,6 +853,7 @@ impl Validator<'_> {
             requests_per_second,
             allow_private_lists: a.allow_private_lists.unwrap_or(false),
             compat: None,
+            metrics_public: a.metrics_public.unwrap_or(false),
             max_report_subscriptions: match &a.max_report_subscriptions {
                 Some(m) if *m.get_ref() == 0 => {
                     return Err(self.err(m, "max_report_subscriptions", "must be at least 1"))
@@ -1192,6 +1197,16 @@ end_time = "2026-11-24T04:00:00+08:00"
 interval = "90s"
 slice_len = 100
 "#;
+
+    #[test]
+    fn metrics_public_is_an_api_key_defaulting_to_false() {
+        assert!(!parse_str(GOOD).unwrap().api.metrics_public);
+        let c = parse_str(&GOOD.replace("[daemon]", "[api]\nmetrics_public = true\n\n[daemon]")).unwrap();
+        assert!(c.api.metrics_public);
+        let e = parse_str(&GOOD.replace("[daemon]", "[api]\nmetrics_publik = true\n\n[daemon]")).unwrap_err();
+        assert_eq!(e.line, 3, "{e}");
+        assert!(e.to_string().contains("metrics_publik"), "{e}");
+    }
 
     #[test]
     fn good_config_parses() {

@@ -104,7 +104,7 @@ pub async fn run() -> anyhow::Result<()> {
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let settings = EngineSettings { poll_first_ms: 1_000, poll_max_ms: 2_000, ..Default::default() };
-    let opts = ServeOptions { clock: clock.clone(), settings, reports: Default::default(), compat_listener: None };
+    let opts = ServeOptions { clock: clock.clone(), settings, ..Default::default() };
     let state_dir = cfg.daemon.state_dir.clone();
     // Migrate before the daemon starts, so the watcher below and the daemon never race for it.
     Store::open_dir(&state_dir).await?.close().await;

@@ -35,6 +35,9 @@ pub struct EngineSettings {
     pub poll_max_ms: i64,
     /// Vendors forget tasks after a while (Alibaba 3 days): stop polling then, outcome unknown.
     pub poll_give_up_ms: i64,
+    /// The longest the loop sleeps with nothing due: it calls `on_loop` at least this often
+    /// (the systemd watchdog is fed from there).
+    pub max_idle: Duration,
 }
 
 impl Default for EngineSettings {
@@ -45,6 +48,7 @@ impl Default for EngineSettings {
             poll_first_ms: 5_000,
             poll_max_ms: 60_000,
             poll_give_up_ms: 3 * 24 * 3600 * 1000,
+            max_idle: Duration::from_secs(30),
         }
     }
 }
@@ -119,9 +123,16 @@ impl Engine {
     /// recorded as accepted; not found (or the vendor has no task list), it goes back to pending
     /// and is sent again.
     pub async fn recover(&self) -> Result<usize, StoreError> {
+        self.recover_with(&|| {}).await
+    }
+
+    /// [`Engine::recover`], calling `progress` before each subtask: each may wait for a vendor
+    /// timeout, and the watchdog must not take a slow reconciliation for a stuck engine.
+    async fn recover_with(&self, progress: &(dyn Fn() + Send + Sync)) -> Result<usize, StoreError> {
         let ids = self.store.submitting_subtasks().await?;
         let n = ids.len();
         for id in ids {
+            progress();
             let work = self.store.subtask_work(id).await?;
             let Some(account) = self.vendors().get(&work.subtask.vendor).cloned() else {
                 self.store.defer_subtask(id, None, "", self.now()).await?;
@@ -308,6 +319,7 @@ impl Engine {
                 match e.class {
                     ErrorClass::Retryable if attempt < account.config.max_retries => {
                         attempt += 1;
+                        account.stats.retries.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         let delay = self.backoff(attempt, &e);
                         warn!(code = %e.code, attempt, delay_ms = delay.as_millis() as u64, "vendor call failed, retrying");
                         tokio::select! {
@@ -453,8 +465,12 @@ impl Engine {
 
     /// The daemon loop: reconcile, then repeatedly take due work and hand it to workers, until
     /// cancelled; then wait for in-flight workers up to `grace`.
-    pub async fn run(self: Arc<Self>, grace: Duration, on_loop: impl Fn() + Send + 'static) -> anyhow::Result<()> {
-        self.recover().await?;
+    pub async fn run(
+        self: Arc<Self>,
+        grace: Duration,
+        on_loop: impl Fn() + Send + Sync + 'static,
+    ) -> anyhow::Result<()> {
+        self.recover_with(&on_loop).await?;
         loop {
             on_loop();
             if self.cancel.is_cancelled() {
@@ -477,7 +493,7 @@ impl Engine {
                 Some(_) => Duration::from_millis(50),
                 None => Duration::from_secs(30),
             }
-            .min(Duration::from_secs(30));
+            .min(self.settings.max_idle);
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
                 _ = self.wake.notified() => {}

@@ -136,6 +136,8 @@ pub async fn apply_config_jobs(
 ) -> Result<(), IngestError> {
     for jc in jobs {
         apply_one(store, jc, allow_private, now).await.map_err(|e| match e {
+            // The database failing is not the config's fault: keep it apart (exit 1, not 78).
+            IngestError::Store(e) => IngestError::Store(e),
             IngestError::MissingUrlList(r) => {
                 IngestError::Source(format!("job `{}`: {}", jc.name, IngestError::MissingUrlList(r)))
             }
@@ -181,7 +183,12 @@ async fn apply_one(store: &Store, jc: &JobConfig, allow_private: bool, now: i64)
             .await?;
             // Read the list in a scratch job to learn its digest without disturbing the live one.
             let digest_now = scan_with(&jc.source, allow_private).await?.digest;
-            if digest_now != digest {
+            if digest_now != digest && store::job_in_flight(&mut tx, id).await? {
+                // The slice in flight still needs its URLs (a worker or the next start reads
+                // them): replacing the list now would strand it. The change waits.
+                warn!(job = %jc.name, "the URL list changed in the config, but a slice is in flight; \
+                      the new list is applied at the next reload or restart");
+            } else if digest_now != digest {
                 warn!(job = %jc.name, "the URL list changed in the config; replacing it and starting over");
                 store::clear_urls(&mut tx, id).await?;
                 let report = stream_into(&mut tx, id, open_source(&jc.source, allow_private).await?).await?;
@@ -249,6 +256,31 @@ async fn sync_schedule(
         (None, None) => {}
         (Some(spec), Some(row)) if &row.spec == spec => {}
         (Some(spec), _) => store::upsert_schedule(tx, job_id, spec, spec.next_fire(now), now).await?,
+    }
+    Ok(())
+}
+
+/// Checks what [`apply_config_jobs`] would trip over, without writing: every list readable with
+/// at least one valid URL, and no declarative name taken by an API job. A reload runs this
+/// first, so a bad list rejects the whole new config instead of applying half of it.
+pub async fn check_config_jobs(store: &Store, jobs: &[JobConfig]) -> Result<(), IngestError> {
+    for jc in jobs {
+        let report = scan(&jc.source).await.map_err(|e| IngestError::Source(format!("job `{}`: {e}", jc.name)))?;
+        if report.valid == 0 {
+            return Err(IngestError::Source(format!(
+                "job `{}`: {}",
+                jc.name,
+                IngestError::MissingUrlList(report.rejected)
+            )));
+        }
+        if let Some(job) = store.job_by_name(&jc.name).await? {
+            if job.source != JobSource::Config {
+                return Err(IngestError::Source(format!(
+                    "job `{}`: a job of that name was created through the API; rename one of them",
+                    jc.name
+                )));
+            }
+        }
     }
     Ok(())
 }

@@ -8,8 +8,8 @@
 //! - [`store`]: SQLite, migrations, and every SQL statement.
 //! - [`engine`]: plans → slices → subtasks, retries, polling, crash reconciliation.
 //! - [`vendor`]: the vendor trait, per-account limiters, and each vendor client.
-//! - [`api`]: the HTTP API; [`daemon`]: `serve`; [`cli`]: the command line; [`client`]: the
-//!   client commands that talk to the API.
+//! - [`api`]: the HTTP API; [`metrics`]: `/metrics`; [`daemon`]: `serve` (reload, sd_notify via
+//!   [`notify`]); [`cli`]: the command line; [`client`]: the client commands that talk to the API.
 //! - [`cron`]: cron rules and DST-correct firing times; [`sign`]: vendor request signatures.
 //! - [`compat`]: ESA's scheduled-preload OpenAPI served over the same engine (drop-in).
 //! - [`emulator`]: Alibaba Cloud CDN and ESA emulated over loopback HTTP (`preloadd emulator`).
@@ -29,7 +29,9 @@ pub mod emulator;
 pub mod engine;
 pub mod ingest;
 pub mod logging;
+pub mod metrics;
 pub mod model;
+pub mod notify;
 pub mod quota;
 pub mod remote;
 pub mod reports;

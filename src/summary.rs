@@ -14,9 +14,10 @@ pub async fn render(cfg: &Config) -> Result<String, String> {
     let _ = writeln!(out, "state_dir: {}", cfg.daemon.state_dir.display());
     let _ = writeln!(
         out,
-        "api: {}{}",
+        "api: {}{}{}",
         cfg.api.listen,
-        if cfg.api.token.is_some() { " (token set)" } else { " (no token)" }
+        if cfg.api.token.is_some() { " (token set)" } else { " (no token)" },
+        if cfg.api.metrics_public { ", /metrics public" } else { ", /metrics loopback or token" }
     );
     let _ = writeln!(out, "vendors ({}):", cfg.vendors.len());
     for v in &cfg.vendors {

@@ -4,9 +4,10 @@
 mod handlers;
 mod reports;
 
-use std::sync::Arc;
+use std::net::SocketAddr;
+use std::sync::{Arc, RwLock};
 
-use axum::extract::{Request, State};
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -22,11 +23,20 @@ use crate::store::StoreError;
 #[derive(Clone)]
 pub struct AppState {
     pub engine: Arc<Engine>,
-    pub token: Option<Secret>,
+    /// Swapped by a config reload.
+    pub access: Arc<RwLock<Access>>,
+    pub stats: Arc<crate::metrics::DaemonStats>,
     /// Requests per second for the token (one token, so one direct limiter).
     pub limiter: Arc<governor::DefaultDirectRateLimiter>,
     pub allow_private_lists: bool,
     pub max_report_subscriptions: usize,
+}
+
+/// Who may call the API: the bearer token, and whether `/metrics` is open beyond loopback.
+#[derive(Debug, Clone, Default)]
+pub struct Access {
+    pub token: Option<Secret>,
+    pub metrics_public: bool,
 }
 
 impl AppState {
@@ -34,11 +44,16 @@ impl AppState {
         let rate = std::num::NonZeroU32::new(api.requests_per_second).unwrap_or(std::num::NonZeroU32::MIN);
         AppState {
             engine,
-            token: api.token.clone(),
+            access: Arc::new(RwLock::new(Access { token: api.token.clone(), metrics_public: api.metrics_public })),
+            stats: Arc::default(),
             limiter: Arc::new(governor::RateLimiter::direct(governor::Quota::per_second(rate))),
             allow_private_lists: api.allow_private_lists,
             max_report_subscriptions: api.max_report_subscriptions,
         }
+    }
+
+    fn access(&self) -> Access {
+        self.access.read().expect("access lock").clone()
     }
 }
 
@@ -66,6 +81,7 @@ pub fn router(state: AppState) -> Router {
         .merge(v1)
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
         .layer(axum::extract::DefaultBodyLimit::max(1 << 20))
         .with_state(state)
 }
@@ -73,7 +89,19 @@ pub fn router(state: AppState) -> Router {
 /// Every `/v1` route needs `Authorization: Bearer <token>`, compared in constant time. A token
 /// in the query string is refused, so it never lands in access logs.
 async fn authenticate(State(s): State<AppState>, req: Request, next: Next) -> Result<Response, ApiError> {
-    let Some(token) = &s.token else {
+    check_token(&s.access(), &req)?;
+    if s.limiter.check().is_err() {
+        return Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "TooManyRequests",
+            "too many requests; please try again later",
+        ));
+    }
+    Ok(next.run(req).await)
+}
+
+fn check_token(access: &Access, req: &Request) -> Result<(), ApiError> {
+    let Some(token) = &access.token else {
         return Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
             "Unauthorized",
@@ -100,14 +128,7 @@ async fn authenticate(State(s): State<AppState>, req: Request, next: Next) -> Re
     if !constant_time_eq(given.as_bytes(), token.expose().as_bytes()) {
         return Err(ApiError::new(StatusCode::UNAUTHORIZED, "Unauthorized", "a valid bearer token is required"));
     }
-    if s.limiter.check().is_err() {
-        return Err(ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "TooManyRequests",
-            "too many requests; please try again later",
-        ));
-    }
-    Ok(next.run(req).await)
+    Ok(())
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -189,7 +210,61 @@ async fn readyz(State(s): State<AppState>) -> Result<Json<serde_json::Value>, Ap
     s.engine.store().check_writable().await.map_err(|e| {
         ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "NotReady", format!("the database is not writable: {e}"))
     })?;
-    Ok(Json(json!({"status": "ready", "request_id": request_id()})))
+    // The daemon serves only once a config is loaded; a rejected reload keeps the previous one.
+    let loaded = s.stats.config_loaded_at_ms.load(std::sync::atomic::Ordering::Relaxed);
+    Ok(Json(json!({
+        "status": "ready",
+        "config_loaded_at": crate::clock::rfc3339(loaded),
+        "config_reloads_failed": s.stats.reloads_failed.load(std::sync::atomic::Ordering::Relaxed),
+        "request_id": request_id(),
+    })))
+}
+
+/// Loopback peers and `metrics_public` need nothing; anyone else the bearer token. An unknown
+/// peer (no connection info) counts as remote.
+fn metrics_allowed(access: &Access, peer: Option<SocketAddr>, req: &Request) -> Result<(), ApiError> {
+    if access.metrics_public || peer.is_some_and(|p| p.ip().is_loopback()) {
+        return Ok(());
+    }
+    check_token(access, req)
+}
+
+/// `/metrics`: open to loopback peers (the local Prometheus agent), to anyone with
+/// `[api] metrics_public = true`, else only with the bearer token.
+async fn metrics(State(s): State<AppState>, req: Request) -> Result<Response, ApiError> {
+    let peer = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0);
+    metrics_allowed(&s.access(), peer, &req)?;
+    let day = crate::quota::vendor_day(s.engine.now());
+    let snapshot = s.engine.store().metrics_snapshot(&day).await?;
+    let body = crate::metrics::render(&snapshot, &s.engine.vendors(), &s.stats);
+    Ok(([(axum::http::header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], body).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metrics_are_open_to_loopback_or_when_public_else_need_the_token() {
+        let access = Access { token: Some(Secret::new("t")), metrics_public: false };
+        let req = |auth: Option<&str>| {
+            let mut b = axum::http::Request::builder().uri("/metrics");
+            if let Some(a) = auth {
+                b = b.header("authorization", a);
+            }
+            b.body(axum::body::Body::empty()).unwrap()
+        };
+        let local: SocketAddr = "127.0.0.1:5000".parse().unwrap();
+        let local6: SocketAddr = "[::1]:5000".parse().unwrap();
+        let remote: SocketAddr = "10.1.2.3:5000".parse().unwrap();
+        assert!(metrics_allowed(&access, Some(local), &req(None)).is_ok());
+        assert!(metrics_allowed(&access, Some(local6), &req(None)).is_ok());
+        assert_eq!(metrics_allowed(&access, Some(remote), &req(None)).unwrap_err().status, StatusCode::UNAUTHORIZED);
+        assert!(metrics_allowed(&access, None, &req(None)).is_err(), "no peer info counts as remote");
+        assert!(metrics_allowed(&access, Some(remote), &req(Some("Bearer t"))).is_ok());
+        let public = Access { metrics_public: true, ..access };
+        assert!(metrics_allowed(&public, Some(remote), &req(None)).is_ok());
+    }
 }
 
 /// Extractors whose rejections answer in the API's error shape (`InvalidParameter` with the

@@ -272,3 +272,13 @@ impl Store {
         .await?)
     }
 }
+
+/// Whether a job has a slice not yet recorded by every vendor (its URLs are still needed).
+pub async fn job_in_flight(tx: &mut Tx, job_id: i64) -> Result<bool> {
+    let n: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM slices WHERE job_id = ? AND status IN ('pending', 'submitting')")
+            .bind(job_id)
+            .fetch_one(&mut **tx)
+            .await?;
+    Ok(n > 0)
+}

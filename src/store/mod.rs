@@ -7,6 +7,7 @@
 
 mod compat;
 mod jobs;
+mod metrics;
 mod plans;
 mod quota;
 mod reports;
@@ -16,9 +17,10 @@ mod work;
 
 pub use compat::set_compat_job;
 pub use jobs::{
-    add_rejections, append_urls, append_urls_tx, clear_urls, insert_job, job_id_by_name, update_job, Job, JobUpdate,
-    NewJob,
+    add_rejections, append_urls, append_urls_tx, clear_urls, insert_job, job_id_by_name, job_in_flight, update_job,
+    Job, JobUpdate, NewJob,
 };
+pub use metrics::{Histogram, MetricsSnapshot, StatusSummary, LATENESS_BUCKETS};
 pub use plans::{insert_plan, sync_config_plans, Plan, PlanChange};
 pub use quota::Reservation;
 pub use reports::{Delivery, DeliveryWork, Report, Subscription, MAX_ROWS};

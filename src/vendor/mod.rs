@@ -146,12 +146,23 @@ pub trait VendorApi: Send + Sync {
     }
 }
 
-/// Counters the API and metrics show per account.
+/// Counters the API and metrics show per account. They live as long as the process: a reload
+/// that changes an account hands them to its new object, so they only ever grow.
 #[derive(Debug, Default)]
 pub struct AccountStats {
     pub calls: AtomicU64,
     pub limiter_waits: AtomicU64,
     pub errors: AtomicU64,
+    /// Retryable failures that were retried.
+    pub retries: AtomicU64,
+    /// Errors by the vendor's code (or ours: `Timeout`, `ConnectionError`...).
+    pub errors_by_code: std::sync::Mutex<std::collections::BTreeMap<String, u64>>,
+}
+
+impl AccountStats {
+    pub fn errors_by_code(&self) -> Vec<(String, u64)> {
+        self.errors_by_code.lock().expect("stats lock").iter().map(|(k, v)| (k.clone(), *v)).collect()
+    }
 }
 
 /// One configured vendor account: its client, limiters, permits and start-up gate.
@@ -164,7 +175,7 @@ pub struct VendorAccount {
     /// No call before this instant: a fresh limiter starts full, and the previous process may
     /// have used the current second's budget just before it died or was reloaded.
     not_before: Instant,
-    pub stats: AccountStats,
+    pub stats: Arc<AccountStats>,
 }
 
 impl std::fmt::Debug for VendorAccount {
@@ -189,8 +200,14 @@ impl VendorAccount {
             not_before: Instant::now() + Duration::from_secs(1),
             api,
             config,
-            stats: AccountStats::default(),
+            stats: Arc::default(),
         }
+    }
+
+    /// Keeps counting into `stats` (an account rebuilt by a reload).
+    pub fn with_stats(mut self, stats: Arc<AccountStats>) -> Self {
+        self.stats = stats;
+        self
     }
 
     pub fn name(&self) -> &str {
@@ -212,8 +229,9 @@ impl VendorAccount {
     }
 
     fn count<T>(&self, r: &Result<T, VendorError>) {
-        if r.is_err() {
+        if let Err(e) = r {
             self.stats.errors.fetch_add(1, Ordering::Relaxed);
+            *self.stats.errors_by_code.lock().expect("stats lock").entry(e.code.clone()).or_default() += 1;
         }
     }
 
@@ -284,6 +302,24 @@ impl Vendors {
         for c in configs {
             let api = build_api(c, clock.clone())?;
             by_name.insert(c.name.clone(), Arc::new(VendorAccount::new(c.clone(), api)));
+        }
+        Ok(Vendors { by_name })
+    }
+
+    /// The accounts of a reloaded config. An account whose config did not change is kept as it
+    /// is — its limiter state, permits and in-flight calls continue untouched; a changed one is
+    /// rebuilt (with a fresh start-up gate, so the change cannot burst) and keeps its counters.
+    pub fn reconfigure(&self, configs: &[VendorConfig], clock: SharedClock) -> anyhow::Result<Vendors> {
+        let mut by_name = HashMap::new();
+        for c in configs {
+            let account = match self.by_name.get(&c.name) {
+                Some(old) if old.config == *c => old.clone(),
+                Some(old) => {
+                    Arc::new(VendorAccount::new(c.clone(), build_api(c, clock.clone())?).with_stats(old.stats.clone()))
+                }
+                None => Arc::new(VendorAccount::new(c.clone(), build_api(c, clock.clone())?)),
+            };
+            by_name.insert(c.name.clone(), account);
         }
         Ok(Vendors { by_name })
     }

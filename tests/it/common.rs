@@ -37,6 +37,8 @@ struct Inner {
     arrivals: Vec<i64>,
     /// Statuses to answer, in order, before answering 200.
     script: Vec<(u16, Option<u64>)>,
+    /// How long each accepted request takes (a slow vendor keeps calls in flight).
+    delay_ms: u64,
 }
 
 /// A webhook receiver counting what arrives.
@@ -52,8 +54,20 @@ async fn receive(
     headers: HeaderMap,
     Json(body): Json<serde_json::Value>,
 ) -> (StatusCode, HeaderMap, String) {
+    let delay = {
+        let mut inner = r.inner.lock().unwrap();
+        inner.arrivals.push(chrono::Utc::now().timestamp_millis());
+        if inner.script.is_empty() {
+            inner.delay_ms
+        } else {
+            0
+        }
+    };
+    r.notify.notify_waiters();
+    if delay > 0 {
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+    }
     let mut inner = r.inner.lock().unwrap();
-    inner.arrivals.push(chrono::Utc::now().timestamp_millis());
     let mut out = HeaderMap::new();
     if !inner.script.is_empty() {
         let (status, retry_after) = inner.script.remove(0);
@@ -92,6 +106,32 @@ impl Receiver {
     /// The next requests get these statuses (with an optional Retry-After) before 200s resume.
     pub fn script(&self, answers: &[(u16, Option<u64>)]) {
         self.inner.lock().unwrap().script = answers.to_vec();
+    }
+
+    /// Each accepted request takes `ms` before it is answered (and counted as a hit).
+    pub fn set_delay(&self, ms: u64) {
+        self.inner.lock().unwrap().delay_ms = ms;
+    }
+
+    /// Requests received but not answered yet (not meaningful with a script: scripted answers
+    /// are not hits).
+    pub fn in_flight(&self) -> usize {
+        let inner = self.inner.lock().unwrap();
+        inner.arrivals.len().saturating_sub(inner.hits.len())
+    }
+
+    /// Waits until `pred` holds for the receiver, woken by every arrival and every answer.
+    pub async fn wait_for(&self, what: &str, deadline: Duration, pred: impl Fn(&Receiver) -> bool) {
+        let end = tokio::time::Instant::now() + deadline;
+        loop {
+            let notified = self.notify.notified();
+            if pred(self) {
+                return;
+            }
+            if tokio::time::timeout_at(end, notified).await.is_err() && !pred(self) {
+                panic!("timed out waiting for {what}; {} requests answered", self.hits().len());
+            }
+        }
     }
 
     pub fn hits(&self) -> Vec<Hit> {
@@ -155,6 +195,7 @@ pub fn test_settings() -> EngineSettings {
         poll_first_ms: 1_000,
         poll_max_ms: 5_000,
         poll_give_up_ms: 3_600_000,
+        ..Default::default()
     }
 }
 

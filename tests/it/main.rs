@@ -11,5 +11,6 @@ mod engine;
 mod reports;
 mod secrets;
 mod serve;
+mod service;
 mod soak;
 mod vendors;
