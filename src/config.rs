@@ -125,6 +125,11 @@ pub struct VendorOptions {
     pub force: Option<bool>,
     /// `aliyun_cdn`: `acs3` (default) or `rpc_sha1`.
     pub signature: Option<String>,
+    /// `http_warm`: edge IPs every URL is fetched from (each URL once per IP); empty means
+    /// ordinary DNS.
+    pub resolve: Vec<std::net::IpAddr>,
+    /// `http_warm`: extra request headers, in the order written.
+    pub headers: Vec<(String, String)>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -215,12 +220,14 @@ struct RawVendor {
     timeout: Option<Spanned<DurationValue>>,
     max_retries: Option<u32>,
     site_id: Option<String>,
-    area: Option<String>,
+    area: Option<Spanned<String>>,
     region: Option<String>,
     l2_preload: Option<bool>,
     with_header: Option<String>,
     force: Option<bool>,
     signature: Option<Spanned<String>>,
+    resolve: Option<Spanned<Vec<Spanned<String>>>>,
+    headers: Option<Spanned<toml::Table>>,
 }
 
 #[derive(Deserialize)]
@@ -543,6 +550,23 @@ impl Validator<'_> {
                 ));
             }
         }
+        let (resolve, headers) = self.http_warm_options(v, kind)?;
+        if let Some(area) = &v.area {
+            let allowed: &[&str] = match kind {
+                VendorKind::AliyunCdn => &["domestic", "overseas", "global"],
+                VendorKind::VolcengineCdn => &["chinese_mainland", "outside_chinese_mainland", "global"],
+                VendorKind::TencentCdn => &["mainland", "overseas", "global"],
+                _ => &[],
+            };
+            if !allowed.contains(&area.get_ref().as_str()) {
+                let message = if allowed.is_empty() {
+                    format!("kind {kind} takes no `area`")
+                } else {
+                    format!("area `{}` is not one of {} for kind {kind}", area.get_ref(), allowed.join(", "))
+                };
+                return Err(self.err(area, "area", message));
+            }
+        }
         if kind == VendorKind::AliyunEsa && v.site_id.is_none() {
             return Err(self.err(&v.name, "site_id", format!("vendor `{name}` of kind aliyun_esa needs site_id")));
         }
@@ -561,14 +585,58 @@ impl Validator<'_> {
             max_retries: v.max_retries.unwrap_or(8),
             options: VendorOptions {
                 site_id: v.site_id.clone(),
-                area: v.area.clone(),
+                area: v.area.as_ref().map(|a| a.get_ref().clone()),
                 region: v.region.clone(),
                 l2_preload: v.l2_preload,
                 with_header: v.with_header.clone(),
                 force: v.force,
                 signature: v.signature.as_ref().map(|s| s.get_ref().clone()),
+                resolve,
+                headers,
             },
         })
+    }
+
+    /// `resolve` (edge IPs) and `headers` (a table of strings): `http_warm` only.
+    #[allow(clippy::type_complexity)]
+    fn http_warm_options(
+        &self,
+        v: &RawVendor,
+        kind: VendorKind,
+    ) -> Result<(Vec<std::net::IpAddr>, Vec<(String, String)>), ConfigError> {
+        let only_warm = |key: &str| format!("`{key}` is for kind http_warm only, not {kind}");
+        let mut resolve = Vec::new();
+        if let Some(list) = &v.resolve {
+            if kind != VendorKind::HttpWarm {
+                return Err(self.err(list, "resolve", only_warm("resolve")));
+            }
+            for ip in list.get_ref() {
+                let addr = ip.get_ref().trim().parse().map_err(|_| {
+                    self.err(ip, "resolve", format!("`{}` is not an IP address (resolve lists edge IPs)", ip.get_ref()))
+                })?;
+                if !resolve.contains(&addr) {
+                    resolve.push(addr);
+                }
+            }
+        }
+        let mut headers = Vec::new();
+        if let Some(table) = &v.headers {
+            if kind != VendorKind::HttpWarm {
+                return Err(self.err(table, "headers", only_warm("headers")));
+            }
+            for (name, value) in table.get_ref() {
+                let Some(value) = value.as_str() else {
+                    return Err(self.err(table, "headers", format!("header `{name}` must be a string")));
+                };
+                let valid = reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_ok()
+                    && reqwest::header::HeaderValue::from_str(value).is_ok();
+                if !valid {
+                    return Err(self.err(table, "headers", format!("`{name}: {value}` is not a valid HTTP header")));
+                }
+                headers.push((name.clone(), value.to_string()));
+            }
+        }
+        Ok((resolve, headers))
     }
 
     fn job(&self, j: &RawJob, vendors: &[VendorConfig]) -> Result<JobConfig, ConfigError> {

@@ -117,7 +117,7 @@ pub fn classify(status: u16, code: &str) -> ErrorClass {
 }
 
 /// A JSON value as text: the APIs send some numbers as strings and some as numbers.
-fn text(v: &Value) -> Option<String> {
+pub(super) fn text(v: &Value) -> Option<String> {
     match v {
         Value::String(s) => Some(s.clone()),
         Value::Number(n) => Some(n.to_string()),
@@ -125,7 +125,7 @@ fn text(v: &Value) -> Option<String> {
     }
 }
 
-fn number(v: &Value) -> Option<u64> {
+pub(super) fn number(v: &Value) -> Option<u64> {
     text(v).and_then(|s| s.trim().parse::<f64>().ok()).map(|f| f.max(0.0) as u64)
 }
 
@@ -136,7 +136,7 @@ fn iso(ms: i64) -> String {
 fn task_status_of(status: &str) -> UrlStatus {
     match status.to_ascii_lowercase().as_str() {
         "complete" | "completed" | "done" => UrlStatus::Done,
-        "failed" | "fail" => UrlStatus::Failed,
+        "failed" | "fail" | "invalid" => UrlStatus::Failed,
         _ => UrlStatus::Pending,
     }
 }
@@ -169,7 +169,7 @@ fn collect_ids(v: &Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
-fn domains(urls: &[String]) -> Vec<String> {
+pub(super) fn domains(urls: &[String]) -> Vec<String> {
     let mut seen = Vec::new();
     for u in urls {
         let d = crate::urls::domain_of(u);
@@ -249,7 +249,7 @@ fn task_tuple(t: &Value, url_field: &str) -> (String, String, String, String) {
 }
 
 /// Task ids proving every URL was submitted, or `None` if one is missing.
-fn proof(urls: &[String], tasks: &[(String, String, String, String)]) -> Option<Vec<String>> {
+pub(super) fn proof(urls: &[String], tasks: &[(String, String, String, String)]) -> Option<Vec<String>> {
     let mut ids = Vec::new();
     for u in urls {
         let (_, id, _, _) = tasks.iter().find(|(url, _, _, _)| url == u)?;
@@ -260,7 +260,11 @@ fn proof(urls: &[String], tasks: &[(String, String, String, String)]) -> Option<
     Some(ids)
 }
 
-fn reports(urls: &[String], tasks: &[(String, String, String, String)], ids: &HashSet<&String>) -> Vec<UrlReport> {
+pub(super) fn reports(
+    urls: &[String],
+    tasks: &[(String, String, String, String)],
+    ids: &HashSet<&String>,
+) -> Vec<UrlReport> {
     urls.iter()
         .filter_map(|u| {
             tasks
@@ -299,7 +303,7 @@ impl VendorApi for AliyunCdn {
                 }
             };
             let body = self.acs.call(action, params).await?;
-            Ok(Accepted { task_ids: collect_ids(&body[field]) })
+            Ok(Accepted::tasks(collect_ids(&body[field])))
         })
     }
 
@@ -423,7 +427,7 @@ impl VendorApi for AliyunEsa {
                 ),
             };
             let body = self.acs.call(action, params).await?;
-            Ok(Accepted { task_ids: collect_ids(&body["TaskId"]) })
+            Ok(Accepted::tasks(collect_ids(&body["TaskId"])))
         })
     }
 
