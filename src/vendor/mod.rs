@@ -11,6 +11,9 @@ mod tencent;
 mod volcengine;
 mod webhook;
 
+pub use tencent::VERSION as TENCENT_VERSION;
+pub use volcengine::VERSION as VOLC_VERSION;
+
 use std::collections::HashMap;
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering};
