@@ -5,5 +5,6 @@ mod common;
 mod config_cli;
 mod emulator;
 mod engine;
+mod multivendor;
 mod serve;
 mod vendors;
