@@ -408,14 +408,14 @@ impl ApiError {
                 let mut meta = volc_metadata(request_id, action);
                 meta["Error"] =
                     json!({ "CodeN": volc_code_number(self.code), "Code": self.code, "Message": self.message });
-                json_response(self.status, &json!({ "ResponseMetadata": meta }), request_id)
+                json_response(self.status, &json!({ "ResponseMetadata": meta }), request_id, vendor)
             }
             VendorKind::TencentCdn => {
                 let body = json!({ "Response": {
                     "Error": { "Code": self.code, "Message": self.message },
                     "RequestId": request_id,
                 }});
-                json_response(StatusCode::OK, &body, request_id)
+                json_response(StatusCode::OK, &body, request_id, vendor)
             }
             _ => {
                 let (host, product) = match vendor {
@@ -432,7 +432,7 @@ impl ApiError {
                         self.code
                     ),
                 });
-                json_response(self.status, &body, request_id)
+                json_response(self.status, &body, request_id, vendor)
             }
         }
     }
@@ -475,29 +475,36 @@ pub(super) fn ok_response(mut body: Value, call: &Call) -> Response {
     match call.vendor {
         VendorKind::VolcengineCdn => {
             let wrapped = json!({ "ResponseMetadata": volc_metadata(request_id, call.action), "Result": body });
-            json_response(StatusCode::OK, &wrapped, request_id)
+            json_response(StatusCode::OK, &wrapped, request_id, call.vendor)
         }
         VendorKind::TencentCdn => {
             if let Value::Object(map) = &mut body {
                 map.insert("RequestId".to_string(), Value::String(request_id.to_string()));
             }
-            json_response(StatusCode::OK, &json!({ "Response": body }), request_id)
+            json_response(StatusCode::OK, &json!({ "Response": body }), request_id, call.vendor)
         }
         _ => {
             if let Value::Object(map) = &mut body {
                 map.insert("RequestId".to_string(), Value::String(request_id.to_string()));
             }
-            json_response(StatusCode::OK, &body, request_id)
+            json_response(StatusCode::OK, &body, request_id, call.vendor)
         }
     }
 }
 
-fn json_response(status: StatusCode, body: &Value, request_id: &str) -> Response {
+fn json_response(status: StatusCode, body: &Value, request_id: &str, vendor: VendorKind) -> Response {
     let mut response = (status, body.to_string()).into_response();
     let headers = response.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json;charset=utf-8"));
-    if let Ok(v) = HeaderValue::from_str(request_id) {
-        headers.insert("x-acs-request-id", v);
+    // Tencent's SDK reads the error out of the body only when the type is exactly
+    // `application/json`, as the vendor sends it.
+    let (content_type, id_header) = match vendor {
+        VendorKind::TencentCdn => ("application/json", None),
+        VendorKind::VolcengineCdn => ("application/json; charset=utf-8", Some("x-tt-logid")),
+        _ => ("application/json;charset=utf-8", Some("x-acs-request-id")),
+    };
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    if let (Some(name), Ok(v)) = (id_header, HeaderValue::from_str(request_id)) {
+        headers.insert(name, v);
     }
     response
 }
