@@ -816,4 +816,60 @@ slice_len = 100
         let e = parse_str(&GOOD.replace("interval = \"90s\"", "interval = \"soon\"")).unwrap_err();
         assert_eq!(e.key, "interval");
     }
+
+    const WARM: &str = r#"
+[[vendor]]
+name = "warm"
+kind = "http_warm"
+resolve = ["203.0.113.7", "2001:db8::1"]
+headers = { "User-Agent" = "preloadd-warm", "Accept-Encoding" = "gzip" }
+concurrency = 8
+timeout = "20s"
+
+[[job]]
+name = "j"
+task_type = "preload"
+vendors = ["warm"]
+urls = ["https://a.example/1"]
+"#;
+
+    #[test]
+    fn http_warm_keys() {
+        let c = parse_str(WARM).unwrap();
+        let o = &c.vendors[0].options;
+        assert_eq!(o.resolve, vec!["203.0.113.7".parse::<std::net::IpAddr>().unwrap(), "2001:db8::1".parse().unwrap()]);
+        assert!(o.headers.contains(&("User-Agent".to_string(), "preloadd-warm".to_string())));
+        assert_eq!((c.vendors[0].concurrency, c.vendors[0].timeout), (8, Duration::from_secs(20)));
+
+        let e = parse_str(&WARM.replace("2001:db8::1", "edge-1")).unwrap_err();
+        assert_eq!((e.line, e.key.as_str()), (5, "resolve"), "{e}");
+        let e = parse_str(&WARM.replace("\"gzip\"", "1")).unwrap_err();
+        assert_eq!((e.line, e.key.as_str()), (6, "headers"), "{e}");
+        let e = parse_str(&WARM.replace("\"User-Agent\"", "\"Bad Name\"")).unwrap_err();
+        assert_eq!(e.key, "headers", "{e}");
+        let e = parse_str(&WARM.replace("task_type = \"preload\"", "task_type = \"refresh_file\"")).unwrap_err();
+        assert_eq!((e.line, e.key.as_str()), (13, "vendors"), "{e}");
+        assert!(e.message.contains("cannot do refresh_file"), "{e}");
+        let e = parse_str(&WARM.replace("concurrency = 8", "resolv = []")).unwrap_err();
+        assert!(e.message.contains("unknown field"), "{e}");
+        let hook = GOOD
+            .replace("endpoint = \"http://127.0.0.1:9/hook\"", "endpoint = \"http://x\"\nresolve = [\"127.0.0.1\"]");
+        let e = parse_str(&hook).unwrap_err();
+        assert_eq!(e.key, "resolve", "{e}");
+        assert!(e.message.contains("http_warm only"), "{e}");
+    }
+
+    #[test]
+    fn areas_are_checked_per_kind() {
+        let tc = |area: &str| {
+            format!(
+                "[[vendor]]\nname = \"tc\"\nkind = \"tencent_cdn\"\naccess_key_id = \"AKID\"\n\
+                 access_key_secret_env = \"PATH\"\narea = \"{area}\"\n"
+            )
+        };
+        assert_eq!(parse_str(&tc("overseas")).unwrap().vendors[0].options.area.as_deref(), Some("overseas"));
+        let e = parse_str(&tc("domestic")).unwrap_err();
+        assert_eq!((e.line, e.key.as_str()), (6, "area"), "{e}");
+        assert!(e.message.contains("mainland, overseas, global"), "{e}");
+    }
 }
