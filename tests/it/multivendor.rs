@@ -289,6 +289,17 @@ async fn one_failing_vendor_never_holds_back_the_others() {
         assert_eq!(by_vendor["volcengine_cdn"], SubmitStatus::Failed);
     }
     assert_eq!(w.store.plan(plan).await.unwrap().status, PlanStatus::Finished, "the plan did not fail");
+    // The task view (seed 001): one task per slice, one subtask per vendor account.
+    let filter =
+        preloadd::store::TaskFilter { start_ms: T0 - 1, end_ms: T0 + 3_600_000, limit: 10, ..Default::default() };
+    let (tasks, total) = w.store.list_tasks(&filter).await.unwrap();
+    assert_eq!(total, 3);
+    for t in &tasks {
+        let mut vendors: Vec<&str> = t.subtasks.iter().map(|st| st.vendor.as_str()).collect();
+        vendors.sort_unstable();
+        assert_eq!(vendors, ["aliyun_cdn", "tencent_cdn", "volcengine_cdn"]);
+        assert_eq!(t.urls.len(), 50);
+    }
 }
 
 // ------------------------------------------------------------------ http_warm
