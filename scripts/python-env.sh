@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Creates .venv at the repository root with the official Alibaba Cloud SDKs pinned in
-# scripts/requirements.txt, for the SDK interoperability test (tests/sdk/aliyun_sdk.py, run by
-# `cargo test --test it emulator::official_sdks_interoperate`). Idempotent: an up-to-date .venv
+# Creates .venv at the repository root with the vendors' official SDKs (Alibaba Cloud, Volcengine,
+# Tencent Cloud) pinned in scripts/requirements.txt, for the SDK interoperability tests
+# (tests/sdk/aliyun_sdk.py and tests/sdk/volc_tencent_sdk.py, run by
+# `cargo test --test it emulator::official_`). Idempotent: an up-to-date .venv
 # is left as it is. Needs python3 (with venv) and access to PyPI.
 set -euo pipefail
 

@@ -1,6 +1,7 @@
 //! The vendor emulator over real loopback HTTP: every action of Alibaba Cloud CDN and ESA,
-//! signature failures, limits, quotas, task lifecycles, faults and the ledger, signed with
-//! `preloadd::sign`; and the official Python SDKs against it (`official_sdks_interoperate`).
+//! Volcengine CDN and Tencent Cloud CDN, signature failures, limits, quotas, task lifecycles,
+//! faults and the ledger, signed with `preloadd::sign`; and the official Python SDKs against it
+//! (`official_sdks_interoperate`, `official_volcengine_and_tencent_sdks_interoperate`).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
