@@ -395,3 +395,60 @@ async fn http_warm_resolve_pins_requests_to_the_edge_ip() {
     let seen = origin.seen.lock().unwrap().clone();
     assert_eq!(seen[0].1, format!("cdn.warm.invalid:{port}"), "the URL's host is kept in the Host header");
 }
+
+#[tokio::test]
+async fn a_throttled_vendor_recovers_without_holding_back_the_others_or_losing_a_url() {
+    // Real time: the emulator counts calls per second on its clock.
+    let kinds = [VendorKind::AliyunCdn, VendorKind::VolcengineCdn, VendorKind::TencentCdn];
+    let mut opts = EmulatorOptions::with_keys(vec![("demo-ak".into(), "demo-sk".into())]);
+    opts.limits.insert(VendorKind::TencentCdn, LimitOverride { qps: Some(1), ..Default::default() });
+    let (app, emu) = emulator::router(opts).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let clock: preloadd::clock::SharedClock = Arc::new(preloadd::clock::SystemClock);
+    let configs: Vec<VendorConfig> = kinds
+        .iter()
+        .map(|k| {
+            let mut c = account(*k, &endpoint, "demo-sk");
+            c.max_urls_per_request = 100;
+            c.max_retries = 30; // more than the account really has: the vendor throttles
+            c
+        })
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open_dir(dir.path()).await.unwrap();
+    let vendors = Vendors::from_config(&configs, clock.clone()).unwrap();
+    let engine = Engine::new(store.clone(), vendors, clock.clone(), test_settings(), CancellationToken::new());
+    let new = NewJob {
+        name: "multi".into(),
+        task_type: TaskType::Preload,
+        vendors: kinds.iter().map(|k| k.to_string()).collect(),
+        source: JobSource::Api,
+        catch_up: CatchUp::Skip,
+    };
+    let list = urls(300);
+    let text: String = list.iter().map(|u| format!("{u}\n")).collect();
+    let now = clock.now_ms();
+    let (job, _) = preloadd::ingest::create_job(&store, &new, text.as_bytes(), now).await.unwrap();
+    let spec = PlanSpec { start_time: now, end_time: now + 3_600_000, interval_ms: 60_000, slice_len: 300 };
+    let plan = store.create_plans(job, &[spec], "api", now).await.unwrap()[0].id;
+    engine.step().await.unwrap();
+
+    let slice = &store.slices_of_plan(plan).await.unwrap()[0];
+    let subtasks = store.subtasks_of_slice(slice.id).await.unwrap();
+    let submitted_at: HashMap<&str, i64> =
+        subtasks.iter().map(|st| (st.vendor.as_str(), st.submitted_at.expect("every vendor got the slice"))).collect();
+    assert!(subtasks.iter().all(|st| st.status == SubmitStatus::Submitted && st.error_code.is_empty()));
+    for kind in kinds {
+        let sent: Vec<String> = emu.ledger().iter().filter(|r| r.vendor == kind).flat_map(|r| r.urls.clone()).collect();
+        assert_eq!(sent, list, "{kind}: every URL once, in order");
+    }
+    // Tencent's three requests needed at least two more seconds; the others did not wait for it.
+    let tencent = submitted_at["tencent_cdn"];
+    assert!(tencent - submitted_at["aliyun_cdn"] >= 1_500, "{submitted_at:?}");
+    assert!(tencent - submitted_at["volcengine_cdn"] >= 1_500, "{submitted_at:?}");
+    let throttled =
+        engine.vendors().get("tencent_cdn").unwrap().stats.errors.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(throttled > 0, "it was throttled");
+}
