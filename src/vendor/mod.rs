@@ -7,6 +7,7 @@
 
 mod aliyun;
 mod http_warm;
+mod tasklist;
 mod tencent;
 mod volcengine;
 mod webhook;

@@ -15,8 +15,7 @@ use chrono_tz::Asia::Shanghai;
 use futures_util::future::BoxFuture;
 use serde_json::{json, Value};
 
-use super::aliyun::{number, proof, reports, text};
-use super::volcengine::host_of;
+use super::tasklist::{endpoint_host, number, proof, reports, text, TaskRow};
 use super::{
     http_client, retry_after, Accepted, Capabilities, ErrorClass, QuotaReport, SubmitRequest, UrlReport, VendorApi,
     VendorError,
@@ -52,7 +51,7 @@ impl TencentCdn {
         Ok(TencentCdn {
             http: http_client(c.timeout)?,
             endpoint: c.endpoint.trim_end_matches('/').to_string(),
-            host: host_of(c)?,
+            host: endpoint_host(&c.name, &c.endpoint)?,
             secret_id: c.access_key_id.clone(),
             secret: c.secret.clone(),
             region: c.options.region.clone(),
@@ -109,7 +108,7 @@ impl TencentCdn {
         task: TaskType,
         task_id: Option<&str>,
         since_ms: i64,
-    ) -> Result<Vec<(String, String, String, String)>, VendorError> {
+    ) -> Result<Vec<TaskRow>, VendorError> {
         let now = self.clock.now_ms();
         let (action, field) = match task {
             TaskType::Preload => ("DescribePushTasks", "PushLogs"),
@@ -133,14 +132,7 @@ impl TencentCdn {
             }
             let response = self.call(action, body).await?;
             let logs = response[field].as_array().cloned().unwrap_or_default();
-            for t in &logs {
-                out.push((
-                    text(&t["Url"]).unwrap_or_default(),
-                    text(&t["TaskId"]).unwrap_or_default(),
-                    text(&t["Status"]).unwrap_or_default(),
-                    String::new(),
-                ));
-            }
+            out.extend(logs.iter().map(|t| TaskRow::from_json(t, "Url", "TaskId")));
             let total = number(&response["TotalCount"]).unwrap_or(0);
             if logs.is_empty() || (page + 1) * PAGE_SIZE >= total {
                 break;

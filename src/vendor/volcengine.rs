@@ -12,7 +12,7 @@ use std::collections::HashSet;
 use futures_util::future::BoxFuture;
 use serde_json::{json, Value};
 
-use super::aliyun::{domains, number, proof, reports, text};
+use super::tasklist::{domains, endpoint_host, number, proof, reports, text, TaskRow};
 use super::{
     http_client, retry_after, Accepted, Capabilities, ErrorClass, QuotaReport, SubmitRequest, UrlReport, VendorApi,
     VendorError,
@@ -41,22 +41,12 @@ pub struct VolcengineCdn {
     clock: SharedClock,
 }
 
-/// `host[:port]` of an endpoint, as signed in the `Host` header.
-pub(super) fn host_of(c: &VendorConfig) -> anyhow::Result<String> {
-    let url = url::Url::parse(&c.endpoint)?;
-    match (url.host_str(), url.port()) {
-        (Some(h), Some(p)) => Ok(format!("{h}:{p}")),
-        (Some(h), None) => Ok(h.to_string()),
-        _ => anyhow::bail!("vendor `{}`: endpoint has no host", c.name),
-    }
-}
-
 impl VolcengineCdn {
     pub fn new(c: &VendorConfig, clock: SharedClock) -> anyhow::Result<Self> {
         Ok(VolcengineCdn {
             http: http_client(c.timeout)?,
             endpoint: c.endpoint.trim_end_matches('/').to_string(),
-            host: host_of(c)?,
+            host: endpoint_host(&c.name, &c.endpoint)?,
             access_key_id: c.access_key_id.clone(),
             secret: c.secret.clone(),
             region: c.options.region.clone().unwrap_or_else(|| DEFAULT_REGION.to_string()),
@@ -116,7 +106,7 @@ impl VolcengineCdn {
         task: TaskType,
         filter: (&str, &str),
         since_ms: i64,
-    ) -> Result<Vec<(String, String, String, String)>, VendorError> {
+    ) -> Result<Vec<TaskRow>, VendorError> {
         let now = self.clock.now_ms();
         let start = since_ms.max(now - LOOKBACK_MS + 60_000) / 1000;
         let mut out = Vec::new();
@@ -131,14 +121,7 @@ impl VolcengineCdn {
             body[filter.0] = json!(filter.1);
             let result = self.call("DescribeContentTasks", body).await?;
             let data = result["Data"].as_array().cloned().unwrap_or_default();
-            for t in &data {
-                out.push((
-                    text(&t["Url"]).unwrap_or_default(),
-                    text(&t["TaskID"]).unwrap_or_default(),
-                    text(&t["Status"]).unwrap_or_default(),
-                    text(&t["Description"]).unwrap_or_default(),
-                ));
-            }
+            out.extend(data.iter().map(|t| TaskRow::from_json(t, "Url", "TaskID")));
             let total = number(&result["Total"]).unwrap_or(0);
             if data.is_empty() || page * PAGE_SIZE >= total {
                 break;
