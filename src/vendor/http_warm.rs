@@ -40,6 +40,8 @@ pub struct HttpWarm {
     clients: Vec<(Option<IpAddr>, reqwest::Client)>,
     headers: HeaderMap,
     concurrency: usize,
+    /// `concurrency` GETs in flight for the whole account, however many subtasks run at once.
+    slots: tokio::sync::Semaphore,
 }
 
 /// What one GET of one URL from one edge showed.
@@ -101,7 +103,8 @@ impl HttpWarm {
         for (name, value) in &c.options.headers {
             headers.insert(HeaderName::from_bytes(name.as_bytes())?, HeaderValue::from_str(value)?);
         }
-        Ok(HttpWarm { clients, headers, concurrency: c.concurrency.max(1) as usize })
+        let concurrency = c.concurrency.max(1) as usize;
+        Ok(HttpWarm { clients, headers, concurrency, slots: tokio::sync::Semaphore::new(concurrency) })
     }
 
     async fn fetch(&self, edge: Option<IpAddr>, client: &reqwest::Client, url: &str) -> Probe {
@@ -134,6 +137,7 @@ impl HttpWarm {
     }
 
     async fn warm(&self, url: &str) -> UrlReport {
+        let _slot = self.slots.acquire().await.expect("semaphore never closed");
         let mut probes = Vec::with_capacity(self.clients.len());
         for (edge, client) in &self.clients {
             probes.push(self.fetch(*edge, client, url).await);
@@ -156,9 +160,12 @@ impl VendorApi for HttpWarm {
         }
     }
 
+    /// Each GET has its own `timeout`; this outer bound only catches a hang. The slots are
+    /// shared with the account's other submits, so in the worst case every GET of this one waits
+    /// a full round: one timeout per URL and edge.
     fn submit_budget(&self, timeout: Duration, urls: usize) -> Duration {
-        let rounds = (urls * self.clients.len()).div_ceil(self.concurrency).max(1);
-        timeout.saturating_mul(rounds as u32)
+        let gets = (urls * self.clients.len()).max(1);
+        timeout.saturating_mul(u32::try_from(gets).unwrap_or(u32::MAX))
     }
 
     fn submit<'a>(&'a self, req: SubmitRequest<'a>) -> BoxFuture<'a, Result<Accepted, VendorError>> {

@@ -308,6 +308,8 @@ async fn one_failing_vendor_never_holds_back_the_others() {
 struct Origin {
     /// (path, Host header, X-Warm header) of every request.
     seen: Arc<Mutex<Vec<(String, String, String)>>>,
+    /// Requests in flight now, and the most ever at once.
+    in_flight: Arc<Mutex<(usize, usize)>>,
 }
 
 async fn serve_origin(
@@ -318,6 +320,17 @@ async fn serve_origin(
     let header = |n: &str| headers.get(n).and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
     o.seen.lock().unwrap().push((name.clone(), header("host"), header("x-warm")));
     let mut out = HeaderMap::new();
+    if name.starts_with("slow") {
+        {
+            let mut f = o.in_flight.lock().unwrap();
+            f.0 += 1;
+            f.1 = f.1.max(f.0);
+        }
+        // The origin is slow (server side), so concurrent GETs overlap.
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        o.in_flight.lock().unwrap().0 -= 1;
+        return (StatusCode::OK, out, "slow".into());
+    }
     let (status, body) = match name.as_str() {
         "hit.js" => {
             out.insert("x-cache", "HIT from edge".parse().unwrap());
@@ -451,4 +464,17 @@ async fn a_throttled_vendor_recovers_without_holding_back_the_others_or_losing_a
     let throttled =
         engine.vendors().get("tencent_cdn").unwrap().stats.errors.load(std::sync::atomic::Ordering::Relaxed);
     assert!(throttled > 0, "it was throttled");
+}
+
+#[tokio::test]
+async fn http_warm_keeps_to_its_concurrency() {
+    let (origin, port) = origin().await;
+    let w = warm_world(Vec::new()).await;
+    let list: Vec<String> = (0..8).map(|i| format!("http://127.0.0.1:{port}/slow{i}")).collect();
+    let plan = w.job(&[VendorKind::HttpWarm], TaskType::Preload, &list, 8).await;
+    w.at(T0).await;
+    let st = w.only_subtask(plan, 0).await;
+    assert!(w.store.outcomes(st.id).await.unwrap().iter().all(|o| o.status == UrlStatus::Done));
+    let (_, most) = *origin.in_flight.lock().unwrap();
+    assert_eq!(most, 2, "concurrency = 2: GETs overlap, never more than two");
 }
