@@ -19,8 +19,9 @@
 //! Request shapes, parameter placement and response fields follow the official Python SDKs
 //! (`alibabacloud-cdn20180510`, `alibabacloud-esa20240910`, `volcengine`,
 //! `tencentcloud-sdk-python-cdn`), which `tests/sdk/aliyun_sdk.py` and
-//! `tests/sdk/volc_tencent_sdk.py` run against the emulator. Limits default to the documented numbers where the vendor publishes
-//! them (see `limits`); every number the vendor does not publish is marked "chosen" there.
+//! `tests/sdk/volc_tencent_sdk.py` run against the emulator. Limits default to the documented
+//! numbers where the vendor publishes them (see `limits`); every number the vendor does not
+//! publish is marked "chosen" there.
 //!
 //! Architecture Invariant: every vendor request is authenticated before it can touch a limit, a
 //! quota, a task or the ledger, and only a request that the vendor would have accepted reaches
