@@ -801,6 +801,17 @@ async fn official_volcengine_and_tencent_sdks_interoperate() {
     signed.set_header("Authorization", ours);
     assert_eq!(sign::volc_verify(&signed, |id| (id == AK).then(|| SK.to_string())).unwrap().access_key_id, AK);
 
+    // The documented worked examples, as the SDKs sign them (src/sign.rs pins the same values).
+    assert!(
+        report["volc_doc_example"]
+            .as_str()
+            .unwrap()
+            .ends_with("Signature=28eeabbbd726b87002e0fe58ad8c1c768e619b06e2646f35b6ad7ed029a6d8a7"),
+        "{}",
+        report["volc_doc_example"]
+    );
+    assert_eq!(report["tc_doc_example"], "72e494ea809ad7a8c8f7a4507b9bddcbaa8e581f516e8da2f66e2c5a96525168");
+
     let signer = &report["tc_signer"];
     let parts = signer_parts(signer);
     let ours = sign::tc3_sign(AK, SK, "cdn", &parts).unwrap();

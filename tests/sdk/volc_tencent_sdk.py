@@ -7,7 +7,8 @@ Calls every emulated Volcengine CDN (2021-03-01, `volcengine` CDNService) and Te
 (2018-06-06, `tencentcloud-sdk-python-cdn` CdnClient) action over plain HTTP with the emulator's
 demo key, shows that a wrong secret is refused with each vendor's code, and prints what the
 SDKs' own signers produce for fixed inputs (Volcengine SignerV4 at a fixed X-Date, Tencent's
-TC3 request builder at a fixed timestamp) so the Rust test can compare them with src/sign.rs.
+TC3 request builder at a fixed timestamp) so the Rust test can compare them with src/sign.rs, and
+what they produce for each vendor's documented worked example.
 
 Prints one JSON document on stdout. Exits 0 when every call behaved, 1 otherwise (the document
 then says which call failed and why). The Rust test
@@ -25,6 +26,7 @@ from tencentcloud.common.exception.tencent_cloud_sdk_exception import TencentClo
 from tencentcloud.common.http.request import RequestInternal
 from tencentcloud.common.profile.client_profile import ClientProfile
 from tencentcloud.common.profile.http_profile import HttpProfile
+from tencentcloud.common.sign import Sign
 from volcengine.auth.SignerV4 import SignerV4
 from volcengine.base.Request import Request as VolcRequest
 from volcengine.cdn.service import CDNService
@@ -102,6 +104,31 @@ def volc_signer():
         "body": r.body,
         "authorization": r.headers["Authorization"],
     }
+
+
+def volc_doc_example():
+    """SignerV4 on the IAM ListUsers example of Volcengine's signature doc (its keys and X-Date)."""
+    original = SignerV4.get_current_format_date
+    SignerV4.get_current_format_date = staticmethod(lambda: "20201230T081805Z")
+    try:
+        r = VolcRequest()
+        r.set_method("GET")
+        r.set_path("/")
+        r.set_query({"Action": "ListUsers", "Version": "2018-01-01", "Limit": "10", "Offset": "0"})
+        r.set_headers(
+            {"Host": "iam.volcengineapi.com", "Content-Type": "application/x-www-form-urlencoded; charset=utf-8"}
+        )
+        r.set_body("")
+        creds = VolcCredentials(
+            "AKLTMjI2ODVlYzI3ZGY1NGU4ZjhjYWRjMTlmNTM5OTZkYzE",
+            "TnpCak5XWXpZV1U0WkRaaE5ERmxaR0ZpTmpjeVkyUXlZek0wTWpJMU1qWQ==",
+            "iam",
+            "cn-north-1",
+        )
+        SignerV4.sign(r, creds)
+    finally:
+        SignerV4.get_current_format_date = original
+    return r.headers["Authorization"]
 
 
 # ------------------------------------------------------------------ Tencent Cloud
@@ -186,6 +213,15 @@ def tc_signer():
     }
 
 
+def tc_doc_example():
+    """The SDK's TC3 signer on the string to sign of Tencent's "Signature v3" worked example."""
+    string_to_sign = (
+        "TC3-HMAC-SHA256\n1551113065\n2019-02-25/cvm/tc3_request\n"
+        "5ffe6a04c0664d6b969fab9a13bdab201d63ee709638e2749d62a09ca18d7031"
+    )
+    return Sign.sign_tc3("Gu5t9xGARNpq86cd98joQYCN3EXAMPLE", "2019-02-25", "cvm", string_to_sign)
+
+
 def main():
     endpoint = sys.argv[1]
     report = {"ok": False}
@@ -197,12 +233,16 @@ def main():
         report["volc_wrong_secret"] = volc_wrong_secret(endpoint)
         step = "volcengine signer"
         report["volc_signer"] = volc_signer()
+        step = "volcengine doc example"
+        report["volc_doc_example"] = volc_doc_example()
         step = "tencent"
         report["tencent"] = tc_calls(endpoint)
         step = "tencent wrong secret"
         report["tc_wrong_secret"] = tc_wrong_secret(endpoint)
         step = "tencent signer"
         report["tc_signer"] = tc_signer()
+        step = "tencent doc example"
+        report["tc_doc_example"] = tc_doc_example()
         report["ok"] = True
     except Exception as e:  # report which call failed, for the Rust test's message
         report["failed_step"] = step
