@@ -454,8 +454,8 @@ fn volc_metadata(request_id: &str, action: &str) -> Value {
     })
 }
 
-/// The numeric `CodeN` of Volcengine's gateway errors (the published common error codes; other
-/// codes get 0).
+/// The numeric `CodeN` Volcengine's gateway adds beside `Code`. The numbers are chosen (not
+/// checked against the vendor's error-code page); clients, preloadd's included, read `Code`.
 fn volc_code_number(code: &str) -> u32 {
     match code {
         "MissingAuthenticationToken" => 100_009,
