@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Creates .venv at the repository root with the official Alibaba Cloud SDKs and aiosmtpd (the
-# real SMTP server of the report tests, tests/smtp/sink.py) pinned in
-# scripts/requirements.txt, for the SDK interoperability test (tests/sdk/aliyun_sdk.py, run by
-# `cargo test --test it emulator::official_sdks_interoperate`). Idempotent: an up-to-date .venv
+# Creates .venv at the repository root with the vendors' official SDKs (Alibaba Cloud, Volcengine,
+# Tencent Cloud) and aiosmtpd (the real SMTP server of the report tests, tests/smtp/sink.py), pinned
+# in scripts/requirements.txt, for the SDK interoperability tests (tests/sdk/*.py, run by
+# `cargo test --test it emulator::official_` and `compat::`). Idempotent: an up-to-date .venv
 # is left as it is. Needs python3 (with venv) and access to PyPI.
 set -euo pipefail
 

@@ -181,6 +181,11 @@ pub struct VendorOptions {
     pub force: Option<bool>,
     /// `aliyun_cdn`: `acs3` (default) or `rpc_sha1`.
     pub signature: Option<String>,
+    /// `http_warm`: edge IPs every URL is fetched from (each URL once per IP); empty means
+    /// ordinary DNS.
+    pub resolve: Vec<std::net::IpAddr>,
+    /// `http_warm`: extra request headers, in the order written.
+    pub headers: Vec<(String, String)>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -390,12 +395,14 @@ struct RawVendor {
     timeout: Option<Spanned<DurationValue>>,
     max_retries: Option<u32>,
     site_id: Option<String>,
-    area: Option<String>,
+    area: Option<Spanned<String>>,
     region: Option<String>,
     l2_preload: Option<bool>,
     with_header: Option<String>,
     force: Option<bool>,
     signature: Option<Spanned<String>>,
+    resolve: Option<Spanned<Vec<Spanned<String>>>>,
+    headers: Option<Spanned<toml::Table>>,
 }
 
 #[derive(Deserialize)]
@@ -956,6 +963,23 @@ impl Validator<'_> {
                 ));
             }
         }
+        let (resolve, headers) = self.http_warm_options(v, kind)?;
+        if let Some(area) = &v.area {
+            let allowed: &[&str] = match kind {
+                VendorKind::AliyunCdn => &["domestic", "overseas", "global"],
+                VendorKind::VolcengineCdn => &["chinese_mainland", "outside_chinese_mainland", "global"],
+                VendorKind::TencentCdn => &["mainland", "overseas", "global"],
+                _ => &[],
+            };
+            if !allowed.contains(&area.get_ref().as_str()) {
+                let message = if allowed.is_empty() {
+                    format!("kind {kind} takes no `area`")
+                } else {
+                    format!("area `{}` is not one of {} for kind {kind}", area.get_ref(), allowed.join(", "))
+                };
+                return Err(self.err(area, "area", message));
+            }
+        }
         if kind == VendorKind::AliyunEsa && v.site_id.is_none() {
             return Err(self.err(&v.name, "site_id", format!("vendor `{name}` of kind aliyun_esa needs site_id")));
         }
@@ -974,14 +998,58 @@ impl Validator<'_> {
             max_retries: v.max_retries.unwrap_or(8),
             options: VendorOptions {
                 site_id: v.site_id.clone(),
-                area: v.area.clone(),
+                area: v.area.as_ref().map(|a| a.get_ref().clone()),
                 region: v.region.clone(),
                 l2_preload: v.l2_preload,
                 with_header: v.with_header.clone(),
                 force: v.force,
                 signature: v.signature.as_ref().map(|s| s.get_ref().clone()),
+                resolve,
+                headers,
             },
         })
+    }
+
+    /// `resolve` (edge IPs) and `headers` (a table of strings): `http_warm` only.
+    #[allow(clippy::type_complexity)]
+    fn http_warm_options(
+        &self,
+        v: &RawVendor,
+        kind: VendorKind,
+    ) -> Result<(Vec<std::net::IpAddr>, Vec<(String, String)>), ConfigError> {
+        let only_warm = |key: &str| format!("`{key}` is for kind http_warm only, not {kind}");
+        let mut resolve = Vec::new();
+        if let Some(list) = &v.resolve {
+            if kind != VendorKind::HttpWarm {
+                return Err(self.err(list, "resolve", only_warm("resolve")));
+            }
+            for ip in list.get_ref() {
+                let addr = ip.get_ref().trim().parse().map_err(|_| {
+                    self.err(ip, "resolve", format!("`{}` is not an IP address (resolve lists edge IPs)", ip.get_ref()))
+                })?;
+                if !resolve.contains(&addr) {
+                    resolve.push(addr);
+                }
+            }
+        }
+        let mut headers = Vec::new();
+        if let Some(table) = &v.headers {
+            if kind != VendorKind::HttpWarm {
+                return Err(self.err(table, "headers", only_warm("headers")));
+            }
+            for (name, value) in table.get_ref() {
+                let Some(value) = value.as_str() else {
+                    return Err(self.err(table, "headers", format!("header `{name}` must be a string")));
+                };
+                let valid = reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_ok()
+                    && reqwest::header::HeaderValue::from_str(value).is_ok();
+                if !valid {
+                    return Err(self.err(table, "headers", format!("`{name}: {value}` is not a valid HTTP header")));
+                }
+                headers.push((name.clone(), value.to_string()));
+            }
+        }
+        Ok((resolve, headers))
     }
 
     fn job(&self, j: &RawJob, vendors: &[VendorConfig]) -> Result<JobConfig, ConfigError> {
@@ -1296,5 +1364,61 @@ conditions = [{ field = "vendor", op = "in", value = ["hook"] }]
         assert!(e.message.contains("duplicate report"), "{e}");
         let e = parse_str(&format!("{GOOD}[api]\nmax_report_subscriptions = 0\n")).unwrap_err();
         assert_eq!(e.key, "max_report_subscriptions", "{e}");
+    }
+
+    const WARM: &str = r#"
+[[vendor]]
+name = "warm"
+kind = "http_warm"
+resolve = ["203.0.113.7", "2001:db8::1"]
+headers = { "User-Agent" = "preloadd-warm", "Accept-Encoding" = "gzip" }
+concurrency = 8
+timeout = "20s"
+
+[[job]]
+name = "j"
+task_type = "preload"
+vendors = ["warm"]
+urls = ["https://a.example/1"]
+"#;
+
+    #[test]
+    fn http_warm_keys() {
+        let c = parse_str(WARM).unwrap();
+        let o = &c.vendors[0].options;
+        assert_eq!(o.resolve, vec!["203.0.113.7".parse::<std::net::IpAddr>().unwrap(), "2001:db8::1".parse().unwrap()]);
+        assert!(o.headers.contains(&("User-Agent".to_string(), "preloadd-warm".to_string())));
+        assert_eq!((c.vendors[0].concurrency, c.vendors[0].timeout), (8, Duration::from_secs(20)));
+
+        let e = parse_str(&WARM.replace("2001:db8::1", "edge-1")).unwrap_err();
+        assert_eq!((e.line, e.key.as_str()), (5, "resolve"), "{e}");
+        let e = parse_str(&WARM.replace("\"gzip\"", "1")).unwrap_err();
+        assert_eq!((e.line, e.key.as_str()), (6, "headers"), "{e}");
+        let e = parse_str(&WARM.replace("\"User-Agent\"", "\"Bad Name\"")).unwrap_err();
+        assert_eq!(e.key, "headers", "{e}");
+        let e = parse_str(&WARM.replace("task_type = \"preload\"", "task_type = \"refresh_file\"")).unwrap_err();
+        assert_eq!((e.line, e.key.as_str()), (13, "vendors"), "{e}");
+        assert!(e.message.contains("cannot do refresh_file"), "{e}");
+        let e = parse_str(&WARM.replace("concurrency = 8", "resolv = []")).unwrap_err();
+        assert!(e.message.contains("unknown field"), "{e}");
+        let hook = GOOD
+            .replace("endpoint = \"http://127.0.0.1:9/hook\"", "endpoint = \"http://x\"\nresolve = [\"127.0.0.1\"]");
+        let e = parse_str(&hook).unwrap_err();
+        assert_eq!(e.key, "resolve", "{e}");
+        assert!(e.message.contains("http_warm only"), "{e}");
+    }
+
+    #[test]
+    fn areas_are_checked_per_kind() {
+        let tc = |area: &str| {
+            format!(
+                "[[vendor]]\nname = \"tc\"\nkind = \"tencent_cdn\"\naccess_key_id = \"AKID\"\n\
+                 access_key_secret_env = \"PATH\"\narea = \"{area}\"\n"
+            )
+        };
+        assert_eq!(parse_str(&tc("overseas")).unwrap().vendors[0].options.area.as_deref(), Some("overseas"));
+        let e = parse_str(&tc("domestic")).unwrap_err();
+        assert_eq!((e.line, e.key.as_str()), (6, "area"), "{e}");
+        assert!(e.message.contains("mainland, overseas, global"), "{e}");
     }
 }

@@ -19,7 +19,7 @@ use tracing::{debug, info, info_span, warn, Instrument};
 use crate::clock::SharedClock;
 use crate::model::{SubmitStatus, UrlStatus};
 use crate::store::{Reservation, Store, StoreError, SubtaskWork};
-use crate::vendor::{ErrorClass, SubmitRequest, VendorAccount, VendorError, Vendors};
+use crate::vendor::{Accepted, ErrorClass, SubmitRequest, VendorAccount, VendorError, Vendors};
 
 /// How far before a request's recorded start the vendor's task list is searched for it.
 const RECONCILE_MARGIN_MS: i64 = 5_000;
@@ -145,7 +145,7 @@ impl Engine {
             match account.find_submitted(work.task_type, &chunk, since).await {
                 Ok(Some(task_ids)) => {
                     info!(subtask = id, vendor = %account.name(), "reconciled: the vendor has the in-flight request");
-                    self.accept(&account, &work, chunk.len(), &task_ids).await?;
+                    self.accept(&account, &work, chunk.len(), &Accepted::tasks(task_ids)).await?;
                 }
                 Ok(None) => {
                     info!(subtask = id, vendor = %account.name(), "reconciled: not found at the vendor, will resubmit");
@@ -245,12 +245,14 @@ impl Engine {
         }
     }
 
+    /// Records one accepted request of `n` URLs (the subtask's next `n`), with the outcomes the
+    /// vendor reported in its answer, in one transaction.
     async fn accept(
         &self,
         account: &VendorAccount,
         work: &SubtaskWork,
         n: usize,
-        task_ids: &[String],
+        accepted: &Accepted,
     ) -> Result<bool, StoreError> {
         let now = self.now();
         let caps = account.api.capabilities();
@@ -259,7 +261,19 @@ impl Engine {
         // leaves the outcome unknown, never "done".
         let outcome =
             if account.config.kind == crate::model::VendorKind::Webhook { UrlStatus::Done } else { UrlStatus::Unknown };
-        self.store.record_accepted(work.subtask.id, n as i64, task_ids, now, first_poll, outcome).await
+        let sent = work.subtask.urls_sent.max(0) as usize;
+        let known: Vec<(i64, UrlStatus, String)> = work
+            .urls
+            .iter()
+            .skip(sent)
+            .take(n)
+            .filter_map(|(seq, url)| {
+                accepted.outcomes.iter().find(|r| &r.url == url).map(|r| (*seq, r.status, r.detail.clone()))
+            })
+            .collect();
+        self.store
+            .record_accepted(work.subtask.id, n as i64, &accepted.task_ids, &known, now, first_poll, outcome)
+            .await
     }
 
     /// Submits what remains of one subtask, one vendor request per `max_urls_per_request` URLs,
@@ -313,7 +327,7 @@ impl Engine {
                     slice_id: work.slice.id,
                 };
                 let e = match account.submit(req).await {
-                    Ok(a) => break a.task_ids,
+                    Ok(a) => break a,
                     Err(e) => e,
                 };
                 match e.class {
@@ -334,7 +348,7 @@ impl Engine {
                             let since = sent_at - RECONCILE_MARGIN_MS;
                             if let Ok(Some(ids)) = account.find_submitted(work.task_type, &chunk, since).await {
                                 info!("the vendor has the request that failed in transit; not resending");
-                                break ids;
+                                break Accepted::tasks(ids);
                             }
                         }
                     }
@@ -359,7 +373,13 @@ impl Engine {
                 }
             };
             let complete = self.accept(&account, &work, chunk.len(), &accepted).await?;
-            info!(urls = chunk.len(), tasks = accepted.len(), complete, "vendor accepted");
+            info!(
+                urls = chunk.len(),
+                tasks = accepted.task_ids.len(),
+                outcomes = accepted.outcomes.len(),
+                complete,
+                "vendor accepted"
+            );
             if complete {
                 return Ok(());
             }

@@ -22,12 +22,21 @@ pub async fn render(cfg: &Config) -> Result<String, String> {
     let _ = writeln!(out, "vendors ({}):", cfg.vendors.len());
     for v in &cfg.vendors {
         let quota = v.daily_quota.map(|q| format!("{q} URLs/day")).unwrap_or_else(|| "no daily quota".into());
+        // http_warm has no endpoint: it fetches the URLs themselves, from DNS or pinned edges.
+        let target = match (v.kind, v.options.resolve.is_empty()) {
+            (crate::model::VendorKind::HttpWarm, true) => format!("GET each URL, {} at a time", v.concurrency),
+            (crate::model::VendorKind::HttpWarm, false) => {
+                let edges: Vec<String> = v.options.resolve.iter().map(|ip| ip.to_string()).collect();
+                format!("GET each URL from {}, {} at a time", edges.join(" "), v.concurrency)
+            }
+            _ => v.endpoint.clone(),
+        };
         let _ = writeln!(
             out,
             "  {:<16} {:<15} {}  {} req/s, {} URLs/request, {}",
             v.name,
             v.kind.as_str(),
-            v.endpoint,
+            target,
             v.requests_per_second,
             v.max_urls_per_request,
             quota

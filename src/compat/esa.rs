@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 
 use super::CompatState;
 use crate::config::{PlanSpec, UrlSource};
-use crate::emulator::protocol::{AliError, Params};
+use crate::emulator::protocol::{ApiError as AliError, Params};
 use crate::ingest::{self, IngestError};
 use crate::model::{CatchUp, JobSource, TaskType};
 use crate::store::{Job, NewJob, Plan, PlanChange, StoreError};

@@ -24,7 +24,7 @@ use axum::Router;
 use serde_json::{json, Value};
 
 use crate::config::CompatConfig;
-use crate::emulator::protocol::{http_parts, AliError, Params};
+use crate::emulator::protocol::{http_parts, ApiError as AliError, Params};
 use crate::engine::Engine;
 use crate::sign::{self, Scheme};
 

@@ -6,7 +6,7 @@
 use serde_json::{json, Value};
 
 use super::limits::QuotaKind;
-use super::protocol::AliError;
+use super::protocol::ApiError;
 use super::tasks::{self, domain_of, Entry, Grouping, Status, Submit};
 use super::Ctx;
 
@@ -21,7 +21,7 @@ const MAX_TASK_IDS: usize = 10;
 const QUOTA_PRELOAD: (&str, &str) = ("QuotaExceeded.Preload", "Your refresh attempts have exceeded the daily limit.");
 const QUOTA_REFRESH: (&str, &str) = ("QuotaExceeded.Refresh", "Your refresh attempts have exceeded the daily limit.");
 
-pub(super) fn dispatch(ctx: &Ctx<'_>) -> Result<Value, AliError> {
+pub(super) fn dispatch(ctx: &Ctx<'_>) -> Result<Value, ApiError> {
     match ctx.call.action {
         "PushObjectCache" => push_object_cache(ctx),
         "RefreshObjectCaches" => refresh_object_caches(ctx),
@@ -32,22 +32,22 @@ pub(super) fn dispatch(ctx: &Ctx<'_>) -> Result<Value, AliError> {
 }
 
 /// `ObjectPath`: paths separated by `\n` or `\r\n`; blank lines are ignored.
-fn object_paths(ctx: &Ctx<'_>) -> Result<Vec<String>, AliError> {
+fn object_paths(ctx: &Ctx<'_>) -> Result<Vec<String>, ApiError> {
     let raw = ctx.call.params.required("ObjectPath")?;
     let paths: Vec<String> =
         raw.split('\n').map(|l| l.trim_end_matches('\r').trim()).filter(|l| !l.is_empty()).map(String::from).collect();
     if paths.is_empty() || paths.iter().any(|p| p.len() > MAX_PATH_LEN) {
-        return Err(AliError::bad_request("InvalidObjectPath.Malformed", "The specified ObjectPath is invalid."));
+        return Err(ApiError::bad_request("InvalidObjectPath.Malformed", "The specified ObjectPath is invalid."));
     }
     Ok(paths)
 }
 
-fn push_object_cache(ctx: &Ctx<'_>) -> Result<Value, AliError> {
+fn push_object_cache(ctx: &Ctx<'_>) -> Result<Value, ApiError> {
     let params = &ctx.call.params;
     let paths = object_paths(ctx)?;
     if let Some(area) = params.get("Area") {
         if !matches!(area, "domestic" | "overseas" | "global") {
-            return Err(AliError::bad_request("InvalidArea.ValueNotSupported", "The specified Area is not supported."));
+            return Err(ApiError::bad_request("InvalidArea.ValueNotSupported", "The specified Area is not supported."));
         }
     }
     params.flag("L2Preload")?;
@@ -55,7 +55,7 @@ fn push_object_cache(ctx: &Ctx<'_>) -> Result<Value, AliError> {
     params.flag("ConsistencyHash")?;
     // WithHeader is a JSON object of headers the vendor adds to its origin requests.
     if !matches!(params.json("WithHeader")?, None | Some(Value::Object(_))) {
-        return Err(AliError::invalid("WithHeader"));
+        return Err(ApiError::invalid("WithHeader"));
     }
     let ids = tasks::accept(
         ctx,
@@ -66,12 +66,14 @@ fn push_object_cache(ctx: &Ctx<'_>) -> Result<Value, AliError> {
             site_id: None,
             grouping: Grouping::PerDomain { max: PUSH_IDS_MERGE },
             quota_error: QUOTA_PRELOAD,
+            regions: &[],
+            batch_error: tasks::ALI_BATCH_ERROR,
         },
     )?;
     Ok(json!({ "PushTaskId": ids.join(",") }))
 }
 
-fn refresh_object_caches(ctx: &Ctx<'_>) -> Result<Value, AliError> {
+fn refresh_object_caches(ctx: &Ctx<'_>) -> Result<Value, ApiError> {
     let params = &ctx.call.params;
     let (kind, object_type) = match params.get("ObjectType").unwrap_or("File").to_ascii_lowercase().as_str() {
         "file" => (QuotaKind::File, "file"),
@@ -79,7 +81,7 @@ fn refresh_object_caches(ctx: &Ctx<'_>) -> Result<Value, AliError> {
         "regex" => (QuotaKind::Regex, "regex"),
         // ExQuery is the older name of IgnoreParams.
         "ignoreparams" | "exquery" => (QuotaKind::IgnoreParams, "ignoreParams"),
-        _ => return Err(AliError::bad_request("InvalidObjectType.Malformed", "The specified ObjectType is invalid.")),
+        _ => return Err(ApiError::bad_request("InvalidObjectType.Malformed", "The specified ObjectType is invalid.")),
     };
     params.flag("Force")?;
     let paths = object_paths(ctx)?;
@@ -92,6 +94,8 @@ fn refresh_object_caches(ctx: &Ctx<'_>) -> Result<Value, AliError> {
             site_id: None,
             grouping: Grouping::PerDomain { max: REFRESH_IDS_MERGE },
             quota_error: QUOTA_REFRESH,
+            regions: &[],
+            batch_error: tasks::ALI_BATCH_ERROR,
         },
     )?;
     Ok(json!({ "RefreshTaskId": ids.join(",") }))
@@ -117,29 +121,29 @@ pub(super) fn iso_seconds(ms: i64) -> String {
 
 /// The documented checks on a StartTime/EndTime pair: both or neither, in order, and within the
 /// three-day look-back.
-pub(super) fn time_range(ctx: &Ctx<'_>) -> Result<(Option<i64>, Option<i64>), AliError> {
+pub(super) fn time_range(ctx: &Ctx<'_>) -> Result<(Option<i64>, Option<i64>), ApiError> {
     let params = &ctx.call.params;
     let (start, end) = (params.time("StartTime")?, params.time("EndTime")?);
     match (start, end) {
         (Some(_), None) | (None, Some(_)) => {
-            Err(AliError::bad_request("MissingTimeParameter", "The StartTime and EndTime must be both specified."))
+            Err(ApiError::bad_request("MissingTimeParameter", "The StartTime and EndTime must be both specified."))
         }
-        (Some(s), Some(e)) if e < s => Err(AliError::bad_request(
+        (Some(s), Some(e)) if e < s => Err(ApiError::bad_request(
             "InvalidEndTime.Mismatch",
             "The specified EndTime is earlier than the StartTime.",
         )),
         (Some(s), Some(_)) if s < ctx.now - tasks::LOOKBACK_MS => {
-            Err(AliError::bad_request("InvalidTime", "The query time cannot exceed the last 3 days."))
+            Err(ApiError::bad_request("InvalidTime", "The query time cannot exceed the last 3 days."))
         }
         range => Ok(range),
     }
 }
 
-fn describe_refresh_tasks(ctx: &Ctx<'_>) -> Result<Value, AliError> {
+fn describe_refresh_tasks(ctx: &Ctx<'_>) -> Result<Value, ApiError> {
     let params = &ctx.call.params;
     let object_type = params.get("ObjectType").map(str::to_string);
     if object_type.is_none() && (params.get("DomainName").is_some() || params.get("Status").is_some()) {
-        return Err(AliError::bad_request(
+        return Err(ApiError::bad_request(
             "MissingParameter.ObjectType",
             "The ObjectType parameter is required if DomainName or Status is specified.",
         ));
@@ -179,14 +183,14 @@ pub(super) fn page_of<T>(items: &[T], page_number: i64, page_size: i64) -> &[T] 
     &items[start..end]
 }
 
-fn describe_refresh_task_by_id(ctx: &Ctx<'_>) -> Result<Value, AliError> {
+fn describe_refresh_task_by_id(ctx: &Ctx<'_>) -> Result<Value, ApiError> {
     let raw = ctx.call.params.required("TaskId")?;
     let ids: Vec<&str> = raw.split(',').map(str::trim).filter(|s| !s.is_empty()).collect();
     if ids.len() > MAX_TASK_IDS {
-        return Err(AliError::bad_request("InvalidTaskId", "The maximum number of taskIds is 10."));
+        return Err(ApiError::bad_request("InvalidTaskId", "The maximum number of taskIds is 10."));
     }
     if ids.is_empty() || ids.iter().any(|id| !id.bytes().all(|b| b.is_ascii_digit())) {
-        return Err(AliError::bad_request("InvalidTaskId.Malformed", "The specified TaskId is invalid."));
+        return Err(ApiError::bad_request("InvalidTaskId.Malformed", "The specified TaskId is invalid."));
     }
     let books = ctx.state.books();
     let tasks: Vec<Value> = books
@@ -198,7 +202,7 @@ fn describe_refresh_task_by_id(ctx: &Ctx<'_>) -> Result<Value, AliError> {
     Ok(json!({ "Tasks": tasks, "TotalCount": tasks.len() }))
 }
 
-fn describe_refresh_quota(ctx: &Ctx<'_>) -> Result<Value, AliError> {
+fn describe_refresh_quota(ctx: &Ctx<'_>) -> Result<Value, ApiError> {
     let books = ctx.state.books();
     let pair = |kind: QuotaKind| {
         let quota = ctx.state.limits.submit(ctx.call.vendor, kind).daily;

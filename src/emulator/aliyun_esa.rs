@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 
 use super::aliyun_cdn::{iso_seconds, page_of, time_range, OptionalFilter};
 use super::limits::QuotaKind;
-use super::protocol::AliError;
+use super::protocol::ApiError;
 use super::tasks::{self, Entry, Grouping, Status, Submit};
 use super::Ctx;
 
@@ -18,7 +18,7 @@ const QUOTA_PURGE: (&str, &str) = ("QuotaExceeded.Purge", "Your purge attempts h
 /// DescribePreloadTasks / DescribePurgeTasks: PageSize 1 to 50, default 20.
 const MAX_PAGE_SIZE: i64 = 50;
 
-pub(super) fn dispatch(ctx: &Ctx<'_>) -> Result<Value, AliError> {
+pub(super) fn dispatch(ctx: &Ctx<'_>) -> Result<Value, ApiError> {
     match ctx.call.action {
         "PreloadCaches" => preload_caches(ctx),
         "PurgeCaches" => purge_caches(ctx),
@@ -34,16 +34,16 @@ enum Kind {
     Purge,
 }
 
-fn site_id(ctx: &Ctx<'_>, required: bool) -> Result<Option<i64>, AliError> {
+fn site_id(ctx: &Ctx<'_>, required: bool) -> Result<Option<i64>, ApiError> {
     match ctx.call.params.get("SiteId") {
-        None if required => Err(AliError::missing("SiteId")),
+        None if required => Err(ApiError::missing("SiteId")),
         None => Ok(None),
-        Some(v) => v.parse::<i64>().ok().filter(|n| *n > 0).map(Some).ok_or_else(|| AliError::invalid("SiteId")),
+        Some(v) => v.parse::<i64>().ok().filter(|n| *n > 0).map(Some).ok_or_else(|| ApiError::invalid("SiteId")),
     }
 }
 
 /// The purge types, their quota counters and the `Content` field that lists their objects.
-fn purge_type(value: &str) -> Result<(QuotaKind, &'static str, &'static str), AliError> {
+fn purge_type(value: &str) -> Result<(QuotaKind, &'static str, &'static str), ApiError> {
     Ok(match value {
         "file" => (QuotaKind::File, "file", "Files"),
         "cachekey" => (QuotaKind::CacheKey, "cachekey", "CacheKeys"),
@@ -52,7 +52,7 @@ fn purge_type(value: &str) -> Result<(QuotaKind, &'static str, &'static str), Al
         "ignoreParams" => (QuotaKind::IgnoreParams, "ignoreParams", "IgnoreParams"),
         "hostname" => (QuotaKind::Hostname, "hostname", "Hostnames"),
         "purgeall" => (QuotaKind::PurgeAll, "purgeall", "PurgeAll"),
-        _ => return Err(AliError::invalid("Type")),
+        _ => return Err(ApiError::invalid("Type")),
     })
 }
 
@@ -66,18 +66,18 @@ fn item_text(item: &Value) -> Option<String> {
     }
 }
 
-fn string_list(value: Option<&Value>, name: &str) -> Result<Vec<String>, AliError> {
-    let items = value.and_then(Value::as_array).filter(|a| !a.is_empty()).ok_or_else(|| AliError::missing(name))?;
-    items.iter().map(|i| item_text(i).ok_or_else(|| AliError::invalid(name))).collect()
+fn string_list(value: Option<&Value>, name: &str) -> Result<Vec<String>, ApiError> {
+    let items = value.and_then(Value::as_array).filter(|a| !a.is_empty()).ok_or_else(|| ApiError::missing(name))?;
+    items.iter().map(|i| item_text(i).ok_or_else(|| ApiError::invalid(name))).collect()
 }
 
-fn preload_caches(ctx: &Ctx<'_>) -> Result<Value, AliError> {
+fn preload_caches(ctx: &Ctx<'_>) -> Result<Value, ApiError> {
     let params = &ctx.call.params;
     let site = site_id(ctx, true)?;
     let content = params.json("Content")?;
     let urls = string_list(content.as_ref(), "Content")?;
     if !matches!(params.json("Headers")?, None | Some(Value::Object(_))) {
-        return Err(AliError::invalid("Headers"));
+        return Err(ApiError::invalid("Headers"));
     }
     let ids = tasks::accept(
         ctx,
@@ -88,22 +88,24 @@ fn preload_caches(ctx: &Ctx<'_>) -> Result<Value, AliError> {
             site_id: site,
             grouping: Grouping::One,
             quota_error: QUOTA_PRELOAD,
+            regions: &[],
+            batch_error: tasks::ALI_BATCH_ERROR,
         },
     )?;
     Ok(json!({ "TaskId": ids.join(",") }))
 }
 
-fn purge_caches(ctx: &Ctx<'_>) -> Result<Value, AliError> {
+fn purge_caches(ctx: &Ctx<'_>) -> Result<Value, ApiError> {
     let params = &ctx.call.params;
     let site = site_id(ctx, true)?;
     let (kind, type_name, field) = purge_type(params.required("Type")?)?;
     params.flag("Force")?;
     params.flag("EdgeComputePurge")?;
     let content = params.json("Content")?;
-    let content = content.as_ref().and_then(Value::as_object).ok_or_else(|| AliError::missing("Content"))?;
+    let content = content.as_ref().and_then(Value::as_object).ok_or_else(|| ApiError::missing("Content"))?;
     let objects = if kind == QuotaKind::PurgeAll {
         if content.get("PurgeAll").and_then(Value::as_bool) != Some(true) {
-            return Err(AliError::missing("Content.PurgeAll"));
+            return Err(ApiError::missing("Content.PurgeAll"));
         }
         // The whole site is the one object purged.
         vec![format!("site:{}", site.unwrap_or_default())]
@@ -119,12 +121,14 @@ fn purge_caches(ctx: &Ctx<'_>) -> Result<Value, AliError> {
             site_id: site,
             grouping: Grouping::One,
             quota_error: QUOTA_PURGE,
+            regions: &[],
+            batch_error: tasks::ALI_BATCH_ERROR,
         },
     )?;
     Ok(json!({ "TaskId": ids.join(",") }))
 }
 
-fn describe_tasks(ctx: &Ctx<'_>, kind: Kind) -> Result<Value, AliError> {
+fn describe_tasks(ctx: &Ctx<'_>, kind: Kind) -> Result<Value, ApiError> {
     let params = &ctx.call.params;
     // DescribePurgeTasks documents SiteId as always required; DescribePreloadTasks does not.
     let site = site_id(ctx, kind == Kind::Purge)?;
@@ -180,7 +184,7 @@ fn describe_tasks(ctx: &Ctx<'_>, kind: Kind) -> Result<Value, AliError> {
     }))
 }
 
-fn get_purge_quota(ctx: &Ctx<'_>) -> Result<Value, AliError> {
+fn get_purge_quota(ctx: &Ctx<'_>) -> Result<Value, ApiError> {
     site_id(ctx, false)?;
     let (kind, _, _) = purge_type(ctx.call.params.get("Type").unwrap_or("file"))?;
     let quota = ctx.state.limits.submit(ctx.call.vendor, kind).daily;

@@ -1,38 +1,59 @@
 //! Who is calling: the request's signature checked with [`crate::sign`] against the configured
-//! keys, its time against the injected clock (15 minutes either way, as Alibaba allows), and its
-//! nonce against the nonces seen while that signature could still be replayed.
+//! keys (the same key pairs serve every vendor), its time against the injected clock (15 minutes
+//! either way for Alibaba, 5 for Tencent), and its nonce (Alibaba) against the nonces seen while
+//! that signature could still be replayed.
 
 use std::collections::{HashSet, VecDeque};
 
 use chrono::TimeDelta;
 
-use super::protocol::{AliError, Call};
+use super::protocol::{ApiError, Call, VOLC_REGION, VOLC_SERVICE};
 use super::EmulatorState;
 use crate::clock::to_datetime;
-use crate::sign::{acs3_verify, check_skew, rpc_verify, Scheme, SignError};
+use crate::sign::{acs3_verify, check_skew, rpc_verify, tc3_verify, volc_verify, Scheme, SignError};
 
 /// Alibaba refuses signatures more than 15 minutes from its clock, and nonces reused within it.
 const MAX_SKEW_MS: i64 = 15 * 60 * 1000;
+/// Tencent refuses a `X-TC-Timestamp` more than 5 minutes off (`AuthFailure.SignatureExpire`).
+const TC3_MAX_SKEW_MS: i64 = 5 * 60 * 1000;
+/// Volcengine's allowed `X-Date` drift is not published; 15 minutes, as Alibaba (chosen).
+const VOLC_MAX_SKEW_MS: i64 = 15 * 60 * 1000;
 
 /// Checks the signature, then the time, then the nonce, and returns the access key id (the
 /// account). The signature comes first so a forged request cannot burn a legitimate nonce.
-pub(super) fn authenticate(state: &EmulatorState, call: &Call) -> Result<String, AliError> {
+pub(super) fn authenticate(state: &EmulatorState, call: &Call) -> Result<String, ApiError> {
     let lookup = |id: &str| state.keys.get(id).cloned();
     let verified = match call.scheme {
         Scheme::AliyunRpc => rpc_verify(&call.parts, lookup),
-        _ => acs3_verify(&call.parts, lookup),
+        Scheme::Volc => volc_verify(&call.parts, lookup),
+        Scheme::Tc3 => tc3_verify(&call.parts, lookup),
+        Scheme::Acs3 => acs3_verify(&call.parts, lookup),
     }
-    .map_err(|e| AliError::from_sign(&e, call.scheme))?;
+    .map_err(|e| ApiError::from_sign(&e, call.scheme))?;
+    // A signature made for another service (or Volcengine region) is not valid here.
+    let scope_ok = match (call.scheme, verified.scope.as_deref()) {
+        (Scheme::Volc, Some(scope)) => scope.ends_with(&format!("/{VOLC_REGION}/{VOLC_SERVICE}/request")),
+        (Scheme::Tc3, Some(scope)) => scope.ends_with("/cdn/tc3_request"),
+        _ => true,
+    };
+    if !scope_ok {
+        return Err(ApiError::from_sign(&SignError::SignatureMismatch, call.scheme));
+    }
     let now = state.now_ms();
-    check_skew(verified.signed_at, to_datetime(now), TimeDelta::milliseconds(MAX_SKEW_MS))
-        .map_err(|e| AliError::from_sign(&e, call.scheme))?;
+    let skew = match call.scheme {
+        Scheme::Tc3 => TC3_MAX_SKEW_MS,
+        Scheme::Volc => VOLC_MAX_SKEW_MS,
+        _ => MAX_SKEW_MS,
+    };
+    check_skew(verified.signed_at, to_datetime(now), TimeDelta::milliseconds(skew))
+        .map_err(|e| ApiError::from_sign(&e, call.scheme))?;
     if let Some(nonce) = &verified.nonce {
         let replayable_until = verified.signed_at.timestamp_millis() + MAX_SKEW_MS;
         state
             .books()
             .nonces
             .claim(&verified.access_key_id, nonce, replayable_until, now)
-            .map_err(|e| AliError::from_sign(&e, call.scheme))?;
+            .map_err(|e| ApiError::from_sign(&e, call.scheme))?;
     }
     Ok(verified.access_key_id)
 }

@@ -9,22 +9,25 @@ use serde_json::Value;
 use crate::model::VendorKind;
 
 /// The emulated vendor kinds, in the order `GET /_emulator/faults` shows them.
-const KINDS: [VendorKind; 2] = [VendorKind::AliyunCdn, VendorKind::AliyunEsa];
+const KINDS: [VendorKind; 4] =
+    [VendorKind::AliyunCdn, VendorKind::AliyunEsa, VendorKind::VolcengineCdn, VendorKind::TencentCdn];
 
 /// What goes wrong for one vendor kind. The default is nothing.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct FaultSet {
-    /// Fraction of calls answered 503 `ServiceUnavailable` before anything is done.
+    /// Fraction of calls refused as by a vendor in trouble (503 `ServiceUnavailable`, Volcengine
+    /// `ServiceUnavailableTemp`, Tencent `InternalError`) before anything is done.
     pub error_rate: f64,
     /// Delay before every answer, in milliseconds.
     pub latency_ms: u64,
     /// Fraction of successful calls that are carried out (tasks, quota, ledger) and then answered
     /// by closing the connection without a response.
     pub drop_after_accept_rate: f64,
-    /// Every authenticated call is throttled (`Throttling.User`).
+    /// Every authenticated call is throttled (`Throttling.User`, `FlowLimitExceeded`,
+    /// `RequestLimitExceeded`).
     pub throttle: bool,
-    /// Every call is refused with 503 `ServiceUnavailable`.
+    /// Every call is refused as with `error_rate` 1.
     pub down: bool,
 }
 
@@ -50,8 +53,8 @@ impl Faults {
     }
 }
 
-/// A `POST /_emulator/faults` body: a [`FaultSet`] plus an optional `vendor` (`aliyun_cdn`,
-/// `aliyun_esa`, or `all`, the default). It replaces the faults of that scope; `{}` clears them.
+/// A `POST /_emulator/faults` body: a [`FaultSet`] plus an optional `vendor` (an emulated kind,
+/// or `all`, the default). It replaces the faults of that scope; `{}` clears them.
 #[derive(Debug)]
 pub(super) struct FaultRequest {
     pub vendor: Option<VendorKind>,
@@ -67,7 +70,11 @@ impl FaultRequest {
             Some(Value::String(s)) if s == "all" => None,
             Some(Value::String(s)) => match s.parse::<VendorKind>() {
                 Ok(kind) if KINDS.contains(&kind) => Some(kind),
-                _ => return Err(format!("vendor must be aliyun_cdn, aliyun_esa or all, not `{s}`")),
+                _ => {
+                    return Err(format!(
+                        "vendor must be aliyun_cdn, aliyun_esa, volcengine_cdn, tencent_cdn or all, not `{s}`"
+                    ))
+                }
             },
             Some(other) => return Err(format!("vendor must be a string, not {other}")),
         };

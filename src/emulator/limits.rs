@@ -21,6 +21,15 @@
 //! | aliyun_esa | PurgeCaches purgeall | 50 chosen | 1 | 50 doc (Basic plan) |
 //! | aliyun_esa | DescribePreloadTasks, DescribePurgeTasks | 10 chosen | | |
 //! | aliyun_esa | GetPurgeQuota | 20 chosen | | |
+//! | volcengine_cdn | SubmitPreloadTask | 20 doc | 100 doc | 1,000 doc |
+//! | volcengine_cdn | SubmitRefreshTask file | 20 doc | 100 doc | 10,000 doc (another page: 1,000) |
+//! | volcengine_cdn | SubmitRefreshTask dir | 20 doc | 100 doc | 50 doc |
+//! | volcengine_cdn | SubmitRefreshTask regex | 20 doc | 10 doc | 20 doc |
+//! | volcengine_cdn | DescribeContentTasks, DescribeContentQuota | 20 doc | | |
+//! | tencent_cdn | PushUrlsCache | 20 doc | 500 doc | 1,000 doc, per region |
+//! | tencent_cdn | PurgeUrlsCache | 20 doc | 1,000 doc | 10,000 doc, per region |
+//! | tencent_cdn | PurgePathCache | 20 doc | 500 chosen | 100 doc, per region |
+//! | tencent_cdn | Describe*Tasks, Describe*Quota | 20 doc | | |
 //!
 //! A [`LimitOverride`] for a vendor kind replaces these for every submit action of that kind:
 //! `qps` for each submit action, `max_urls_per_request` and `daily_quota` for every task kind.
@@ -30,7 +39,7 @@ use std::collections::{HashMap, VecDeque};
 
 use serde::{Deserialize, Serialize};
 
-use super::protocol::AliError;
+use super::protocol::ApiError;
 use crate::model::VendorKind;
 use crate::quota::vendor_day;
 
@@ -67,7 +76,17 @@ pub(super) struct Limits {
     overrides: HashMap<VendorKind, LimitOverride>,
 }
 
-const SUBMIT_ACTIONS: &[&str] = &["PushObjectCache", "RefreshObjectCaches", "PreloadCaches", "PurgeCaches"];
+pub(super) const SUBMIT_ACTIONS: &[&str] = &[
+    "PushObjectCache",
+    "RefreshObjectCaches",
+    "PreloadCaches",
+    "PurgeCaches",
+    "SubmitPreloadTask",
+    "SubmitRefreshTask",
+    "PushUrlsCache",
+    "PurgeUrlsCache",
+    "PurgePathCache",
+];
 
 impl Limits {
     pub fn new(overrides: HashMap<VendorKind, LimitOverride>) -> Limits {
@@ -80,10 +99,11 @@ impl Limits {
 
     /// Calls per second allowed for one action of one account.
     pub fn qps(&self, vendor: VendorKind, action: &str) -> u32 {
-        let default = match action {
-            "PushObjectCache" | "RefreshObjectCaches" | "PreloadCaches" | "PurgeCaches" => 50,
-            "DescribeRefreshTaskById" => 30,
-            "DescribeRefreshQuota" | "GetPurgeQuota" => 20,
+        let default = match (vendor, action) {
+            (VendorKind::VolcengineCdn | VendorKind::TencentCdn, _) => 20,
+            (_, "PushObjectCache" | "RefreshObjectCaches" | "PreloadCaches" | "PurgeCaches") => 50,
+            (_, "DescribeRefreshTaskById") => 30,
+            (_, "DescribeRefreshQuota" | "GetPurgeQuota") => 20,
             _ => 10,
         };
         match self.overridden(vendor).qps {
@@ -94,6 +114,13 @@ impl Limits {
 
     pub fn submit(&self, vendor: VendorKind, kind: QuotaKind) -> SubmitLimit {
         let (max_urls, daily) = match (vendor, kind) {
+            (VendorKind::VolcengineCdn, QuotaKind::Preload) => (100, 1_000),
+            (VendorKind::VolcengineCdn, QuotaKind::File) => (100, 10_000),
+            (VendorKind::VolcengineCdn, QuotaKind::Regex) => (10, 20),
+            (VendorKind::VolcengineCdn, _) => (100, 50),
+            (VendorKind::TencentCdn, QuotaKind::Preload) => (500, 1_000),
+            (VendorKind::TencentCdn, QuotaKind::File) => (1_000, 10_000),
+            (VendorKind::TencentCdn, _) => (500, 100),
             (VendorKind::AliyunEsa, QuotaKind::Preload) => (100, 1_000),
             (VendorKind::AliyunEsa, QuotaKind::File | QuotaKind::CacheKey) => (1_000, 10_000),
             (VendorKind::AliyunEsa, QuotaKind::PurgeAll) => (1, 50),
@@ -123,13 +150,13 @@ impl RateWindows {
         action: &'static str,
         qps: u32,
         now: i64,
-    ) -> Result<(), AliError> {
+    ) -> Result<(), ApiError> {
         let window = self.0.entry((account.to_string(), vendor, action)).or_default();
         while window.front().is_some_and(|t| *t <= now - 1_000) {
             window.pop_front();
         }
         if window.len() >= qps as usize {
-            return Err(AliError::throttled());
+            return Err(ApiError::throttled());
         }
         window.push_back(now);
         Ok(())

@@ -1,23 +1,27 @@
-//! The vendor emulator: Alibaba Cloud CDN (API 2018-05-10) and ESA (API 2024-09-10) served over
-//! loopback HTTP with their real wire protocol, so tests, benchmarks and `preloadd demo` exercise
+//! The vendor emulator: Alibaba Cloud CDN (API 2018-05-10) and ESA (API 2024-09-10), Volcengine
+//! CDN (API 2021-03-01) and Tencent Cloud CDN (API 2018-06-06) served on one loopback listener
+//! with their real wire protocols, so tests, benchmarks and `preloadd demo` exercise
 //! the same requests, signatures, limits and errors a real account would see.
 //!
 //! # Layout
 //! - this file: [`EmulatorOptions`], [`EmulatorState`] (the Rust handle tests hold), the router,
 //!   [`serve`] and [`run_cli`] (`preloadd emulator`).
-//! - `protocol`: one incoming request → vendor, action, merged parameters; Alibaba error bodies.
-//! - `auth`: ACS3-HMAC-SHA256 and RPC HMAC-SHA1 verification (through [`crate::sign`]), clock
-//!   skew and nonce replay.
+//! - `protocol`: one incoming request → vendor (by the request's shape), action, parameters; the
+//!   vendors' answer and error bodies.
+//! - `auth`: ACS3-HMAC-SHA256, RPC HMAC-SHA1, Volcengine HMAC-SHA256 and TC3-HMAC-SHA256
+//!   verification (through [`crate::sign`]), clock skew and nonce replay.
 //! - `limits`: per-action calls per second, URLs per request, URLs per vendor day.
 //! - `tasks`: the asynchronous tasks and their life on the injected clock.
-//! - `aliyun_cdn`, `aliyun_esa`: the actions.
+//! - `aliyun_cdn`, `aliyun_esa`, `volcengine_cdn`, `tencent_cdn`: the actions.
 //! - `faults`, `ledger`: fault injection and the record of accepted requests.
 //!
 //! # Fidelity
 //! Request shapes, parameter placement and response fields follow the official Python SDKs
-//! (`alibabacloud-cdn20180510`, `alibabacloud-esa20240910`), which `tests/sdk/aliyun_sdk.py` runs
-//! against the emulator. Limits default to the documented numbers where the vendor publishes
-//! them (see `limits`); every number the vendor does not publish is marked "chosen" there.
+//! (`alibabacloud-cdn20180510`, `alibabacloud-esa20240910`, `volcengine`,
+//! `tencentcloud-sdk-python-cdn`), which `tests/sdk/aliyun_sdk.py` and
+//! `tests/sdk/volc_tencent_sdk.py` run against the emulator. Limits default to the documented
+//! numbers where the vendor publishes them (see `limits`); every number the vendor does not
+//! publish is marked "chosen" there.
 //!
 //! Architecture Invariant: every vendor request is authenticated before it can touch a limit, a
 //! quota, a task or the ledger, and only a request that the vendor would have accepted reaches
@@ -31,6 +35,8 @@ mod ledger;
 mod limits;
 pub(crate) mod protocol;
 mod tasks;
+mod tencent_cdn;
+mod volcengine_cdn;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -57,7 +63,7 @@ pub use ledger::LedgerRecord;
 pub use limits::LimitOverride;
 pub use tasks::url_fails;
 
-use protocol::{AliError, Call};
+use protocol::{ApiError, Call};
 
 /// The key pair the emulator accepts when none is configured.
 pub const DEMO_ACCESS_KEY_ID: &str = "demo-ak";
@@ -153,7 +159,7 @@ impl EmulatorState {
         self.ledger.records()
     }
 
-    /// Sets the faults of one vendor kind, or of both when `vendor` is `None`.
+    /// Sets the faults of one vendor kind, or of every emulated kind when `vendor` is `None`.
     pub fn set_faults(&self, vendor: Option<VendorKind>, set: FaultSet) {
         lock(&self.faults).set(vendor, set);
     }
@@ -232,7 +238,10 @@ pub async fn run_cli(listen: SocketAddr, ledger: Option<PathBuf>, keys: Vec<(Str
     let mut ids: Vec<&str> = state.keys.keys().map(String::as_str).collect();
     ids.sort_unstable();
     // Printed as well as logged: scripts that bind port 0 read the address from stdout.
-    println!("preloadd emulator listening on http://{addr} (aliyun_cdn 2018-05-10, aliyun_esa 2024-09-10)");
+    println!(
+        "preloadd emulator listening on http://{addr} (aliyun_cdn 2018-05-10, aliyun_esa 2024-09-10, \
+         volcengine_cdn 2021-03-01, tencent_cdn 2018-06-06)"
+    );
     info!(listen = %addr, access_keys = ?ids, "emulator is ready");
     match axum::serve(listener, app).with_graceful_shutdown(crate::daemon::shutdown_signal()).await {
         Ok(()) => 0,
@@ -253,7 +262,7 @@ async fn vendor_call(
 ) -> Response {
     let call = match Call::parse(&method, &uri, &headers, &body) {
         Ok(call) => call,
-        Err(e) => return e.into_response_for(None),
+        Err((vendor, e)) => return e.render(vendor, &crate::api::request_id(), ""),
     };
     let vendor = call.vendor;
     let faults = state.faults(vendor);
@@ -272,28 +281,35 @@ async fn vendor_call(
             warn!(vendor = %vendor, action = call.action, "fault: dropping the connection after accepting");
             dropped_connection()
         }
-        Ok(body) => protocol::ok_response(body, &call.request_id),
-        Err(e) => e.into_response_for(Some(&call)),
+        Ok(body) => protocol::ok_response(body, &call),
+        Err(e) => e.into_response_for(&call),
     }
 }
 
 fn is_submit(action: &str) -> bool {
-    matches!(action, "PushObjectCache" | "RefreshObjectCaches" | "PreloadCaches" | "PurgeCaches")
+    limits::SUBMIT_ACTIONS.contains(&action)
 }
 
-fn answer(state: &EmulatorState, call: &Call, faults: &FaultSet) -> Result<Value, AliError> {
+fn answer(state: &EmulatorState, call: &Call, faults: &FaultSet) -> Result<Value, ApiError> {
+    let vendor = call.vendor;
     if faults.down || faults::roll(faults.error_rate) {
-        return Err(AliError::service_unavailable());
+        return Err(ApiError::unavailable_for(vendor));
     }
     let account = auth::authenticate(state, call)?;
     if faults.throttle {
-        return Err(AliError::throttled());
+        return Err(ApiError::throttled_for(vendor));
     }
     let now = state.now_ms();
-    state.books().rates.admit(&account, call.vendor, call.action, state.limits.qps(call.vendor, call.action), now)?;
+    state
+        .books()
+        .rates
+        .admit(&account, vendor, call.action, state.limits.qps(vendor, call.action), now)
+        .map_err(|_| ApiError::throttled_for(vendor))?;
     let ctx = Ctx { state, account: &account, call, now };
-    match call.vendor {
+    match vendor {
         VendorKind::AliyunEsa => aliyun_esa::dispatch(&ctx),
+        VendorKind::VolcengineCdn => volcengine_cdn::dispatch(&ctx),
+        VendorKind::TencentCdn => tencent_cdn::dispatch(&ctx),
         _ => aliyun_cdn::dispatch(&ctx),
     }
 }

@@ -8,7 +8,7 @@ use std::collections::VecDeque;
 use sha2::{Digest, Sha256};
 
 use super::limits::QuotaKind;
-use super::protocol::AliError;
+use super::protocol::ApiError;
 use super::Ctx;
 use crate::model::VendorKind;
 
@@ -47,12 +47,12 @@ impl Status {
     }
 
     /// A `Status` filter as the APIs take it.
-    pub fn parse(name: &str, value: &str) -> Result<Status, AliError> {
+    pub fn parse(name: &str, value: &str) -> Result<Status, ApiError> {
         match value {
             "Refreshing" => Ok(Status::Refreshing),
             "Complete" => Ok(Status::Complete),
             "Failed" => Ok(Status::Failed),
-            _ => Err(AliError::invalid(name)),
+            _ => Err(ApiError::invalid(name)),
         }
     }
 }
@@ -145,26 +145,54 @@ pub(super) struct Submit<'a> {
     pub grouping: Grouping,
     /// The vendor's code and message for an exhausted daily quota.
     pub quota_error: (&'static str, &'static str),
+    /// Where the vendor counts daily quotas per region (Tencent), the regions this submit is
+    /// charged to (`global` is both); empty for one account-wide counter.
+    pub regions: &'a [&'a str],
+    /// The vendor's code and message for too many URLs in one request.
+    pub batch_error: (&'static str, &'static str),
 }
+
+/// The daily-usage key of an account in one region: regions count apart.
+pub(super) fn usage_key(account: &str, region: Option<&str>) -> String {
+    match region {
+        Some(r) => format!("{account}#{r}"),
+        None => account.to_string(),
+    }
+}
+
+/// The Alibaba codes for too many URLs in one request.
+pub(super) const ALI_BATCH_ERROR: (&str, &str) =
+    ("SingleRequest.OverLimit", "A maximum of URLs per request is exceeded.");
 
 /// Checks the per-request cap, charges the daily quota, creates the tasks and records the
 /// ledger line. Returns the task ids, in order of first appearance.
-pub(super) fn accept(ctx: &Ctx<'_>, s: Submit<'_>) -> Result<Vec<String>, AliError> {
+pub(super) fn accept(ctx: &Ctx<'_>, s: Submit<'_>) -> Result<Vec<String>, ApiError> {
     let state = ctx.state;
     let vendor = ctx.call.vendor;
     let limit = state.limits.submit(vendor, s.kind);
     if s.objects.len() > limit.max_urls as usize {
-        return Err(AliError::bad_request(
-            "SingleRequest.OverLimit",
-            format!("A maximum of {} URLs are supported for each request.", limit.max_urls),
-        ));
+        let message = if s.batch_error == ALI_BATCH_ERROR {
+            format!("A maximum of {} URLs are supported for each request.", limit.max_urls)
+        } else {
+            format!("{} (at most {} per request)", s.batch_error.1, limit.max_urls)
+        };
+        return Err(ApiError::bad_request(s.batch_error.0, message));
     }
     let ids = {
         let mut books = state.books();
-        books
-            .usage
-            .charge(ctx.account, vendor, s.kind, s.objects.len() as u64, limit.daily, ctx.now)
-            .map_err(|()| AliError::bad_request(s.quota_error.0, s.quota_error.1))?;
+        let keys: Vec<String> = if s.regions.is_empty() {
+            vec![ctx.account.to_string()]
+        } else {
+            s.regions.iter().map(|r| usage_key(ctx.account, Some(r))).collect()
+        };
+        let n = s.objects.len() as u64;
+        // All or nothing across regions: a global submit that does not fit one region is refused.
+        if keys.iter().any(|k| books.usage.used(k, vendor, s.kind, ctx.now) + n > limit.daily) {
+            return Err(ApiError::bad_request(s.quota_error.0, s.quota_error.1));
+        }
+        for k in &keys {
+            books.usage.charge(k, vendor, s.kind, n, limit.daily, ctx.now).expect("checked above");
+        }
         let assigned = assign_ids(state, s.objects, &s.grouping);
         for (object, id) in s.objects.iter().zip(&assigned) {
             let entry = Entry {

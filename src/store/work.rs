@@ -408,17 +408,30 @@ impl Store {
 
     /// Step 2: the vendor accepted `n` more URLs of the slice. When the whole slice is accepted,
     /// the subtask is `submitted` (and polled from `first_poll`), or `done` when the vendor has
-    /// no status API — then every URL's outcome is `outcome_without_status`.
+    /// no status API — then every URL's outcome is `outcome_without_status`, except those in
+    /// `outcomes` (`(seq, status, detail)` reported in the vendor's answer), recorded as given.
+    #[allow(clippy::too_many_arguments)] // one step of the state machine, one transaction
     pub async fn record_accepted(
         &self,
         id: i64,
         n: i64,
         task_ids: &[String],
+        outcomes: &[(i64, UrlStatus, String)],
         now: i64,
         first_poll: Option<i64>,
         outcome_without_status: UrlStatus,
     ) -> Result<bool> {
         let mut tx = self.write().await?;
+        // Outcomes the vendor reported in its answer (a vendor that does the work in the call).
+        for (seq, status, detail) in outcomes {
+            sqlx::query("UPDATE url_outcomes SET status = ?, detail = ? WHERE subtask_id = ? AND seq = ?")
+                .bind(status.as_str())
+                .bind(detail)
+                .bind(id)
+                .bind(seq)
+                .execute(&mut *tx)
+                .await?;
+        }
         let st = subtask_in(&mut tx, id).await?;
         let slice = slice_in(&mut tx, st.slice_id).await?;
         let mut ids = st.vendor_task_ids.clone();

@@ -4,19 +4,18 @@
 //! Requests carry their parameters in the query string of a `POST /`, as the official SDKs
 //! send them; arrays and objects travel as JSON strings (the SDKs' "shrink" style).
 
-use std::collections::HashSet;
-
 use chrono::SecondsFormat;
 use futures_util::future::BoxFuture;
 use serde_json::Value;
 
+use super::tasklist::{domains, endpoint_host, number, proof, reports, text, TaskRow};
 use super::{
     http_client, retry_after, Accepted, Capabilities, ErrorClass, QuotaReport, SubmitRequest, UrlReport, VendorApi,
     VendorError,
 };
 use crate::clock::{to_datetime, SharedClock};
 use crate::config::{Secret, VendorConfig, VendorOptions};
-use crate::model::{TaskType, UrlStatus};
+use crate::model::TaskType;
 use crate::sign::{self, HttpParts};
 
 const CDN_VERSION: &str = "2018-05-10";
@@ -38,12 +37,7 @@ struct Acs {
 
 impl Acs {
     fn new(c: &VendorConfig, version: &'static str, clock: SharedClock) -> anyhow::Result<Acs> {
-        let url = url::Url::parse(&c.endpoint)?;
-        let host = match (url.host_str(), url.port()) {
-            (Some(h), Some(p)) => format!("{h}:{p}"),
-            (Some(h), None) => h.to_string(),
-            _ => anyhow::bail!("vendor `{}`: endpoint has no host", c.name),
-        };
+        let host = endpoint_host(&c.name, &c.endpoint)?;
         Ok(Acs {
             http: http_client(c.timeout)?,
             endpoint: c.endpoint.trim_end_matches('/').to_string(),
@@ -116,29 +110,8 @@ pub fn classify(status: u16, code: &str) -> ErrorClass {
     }
 }
 
-/// A JSON value as text: the APIs send some numbers as strings and some as numbers.
-fn text(v: &Value) -> Option<String> {
-    match v {
-        Value::String(s) => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        _ => None,
-    }
-}
-
-fn number(v: &Value) -> Option<u64> {
-    text(v).and_then(|s| s.trim().parse::<f64>().ok()).map(|f| f.max(0.0) as u64)
-}
-
 fn iso(ms: i64) -> String {
     to_datetime(ms).to_rfc3339_opts(SecondsFormat::Secs, true)
-}
-
-fn task_status_of(status: &str) -> UrlStatus {
-    match status.to_ascii_lowercase().as_str() {
-        "complete" | "completed" | "done" => UrlStatus::Done,
-        "failed" | "fail" => UrlStatus::Failed,
-        _ => UrlStatus::Pending,
-    }
 }
 
 fn p(k: &str, v: impl Into<String>) -> (String, String) {
@@ -169,17 +142,6 @@ fn collect_ids(v: &Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
-fn domains(urls: &[String]) -> Vec<String> {
-    let mut seen = Vec::new();
-    for u in urls {
-        let d = crate::urls::domain_of(u);
-        if !seen.contains(&d) {
-            seen.push(d);
-        }
-    }
-    seen
-}
-
 // ---- CDN ------------------------------------------------------------------------------------
 
 pub struct AliyunCdn {
@@ -202,12 +164,7 @@ impl AliyunCdn {
 
     /// Tasks of `task` type created since `since_ms` for the URLs' domains (task list,
     /// paged), as (url, task id, status, description).
-    async fn list_tasks(
-        &self,
-        task: TaskType,
-        urls: &[String],
-        since_ms: i64,
-    ) -> Result<Vec<(String, String, String, String)>, VendorError> {
+    async fn list_tasks(&self, task: TaskType, urls: &[String], since_ms: i64) -> Result<Vec<TaskRow>, VendorError> {
         let mut out = Vec::new();
         for domain in domains(urls) {
             for page in 1..=20 {
@@ -227,7 +184,7 @@ impl AliyunCdn {
                     .await?;
                 let tasks = body["Tasks"]["CDNTask"].as_array().cloned().unwrap_or_default();
                 for t in &tasks {
-                    out.push(task_tuple(t, "ObjectPath"));
+                    out.push(TaskRow::from_json(t, "ObjectPath", "TaskId"));
                 }
                 let total = number(&body["TotalCount"]).unwrap_or(0);
                 if tasks.is_empty() || (page * 100) as u64 >= total {
@@ -237,38 +194,6 @@ impl AliyunCdn {
         }
         Ok(out)
     }
-}
-
-fn task_tuple(t: &Value, url_field: &str) -> (String, String, String, String) {
-    (
-        text(&t[url_field]).unwrap_or_default(),
-        text(&t["TaskId"]).unwrap_or_default(),
-        text(&t["Status"]).unwrap_or_default(),
-        text(&t["Description"]).unwrap_or_default(),
-    )
-}
-
-/// Task ids proving every URL was submitted, or `None` if one is missing.
-fn proof(urls: &[String], tasks: &[(String, String, String, String)]) -> Option<Vec<String>> {
-    let mut ids = Vec::new();
-    for u in urls {
-        let (_, id, _, _) = tasks.iter().find(|(url, _, _, _)| url == u)?;
-        if !ids.contains(id) {
-            ids.push(id.clone());
-        }
-    }
-    Some(ids)
-}
-
-fn reports(urls: &[String], tasks: &[(String, String, String, String)], ids: &HashSet<&String>) -> Vec<UrlReport> {
-    urls.iter()
-        .filter_map(|u| {
-            tasks
-                .iter()
-                .find(|(url, id, _, _)| url == u && (ids.is_empty() || ids.contains(id)))
-                .map(|(_, _, s, d)| UrlReport { url: u.clone(), status: task_status_of(s), detail: d.clone() })
-        })
-        .collect()
 }
 
 impl VendorApi for AliyunCdn {
@@ -299,7 +224,7 @@ impl VendorApi for AliyunCdn {
                 }
             };
             let body = self.acs.call(action, params).await?;
-            Ok(Accepted { task_ids: collect_ids(&body[field]) })
+            Ok(Accepted::tasks(collect_ids(&body[field])))
         })
     }
 
@@ -315,7 +240,7 @@ impl VendorApi for AliyunCdn {
             for chunk in task_ids.chunks(10) {
                 let body = self.acs.call("DescribeRefreshTaskById", vec![p("TaskId", chunk.join(","))]).await?;
                 for t in body["Tasks"].as_array().into_iter().flatten() {
-                    tasks.push(task_tuple(t, "ObjectPath"));
+                    tasks.push(TaskRow::from_json(t, "ObjectPath", "TaskId"));
                 }
             }
             Ok(reports(urls, &tasks, &task_ids.iter().collect()))
@@ -360,11 +285,7 @@ impl AliyunEsa {
         Ok(AliyunEsa { acs: Acs::new(c, ESA_VERSION, clock)?, site_id })
     }
 
-    async fn list_tasks(
-        &self,
-        task: TaskType,
-        since_ms: i64,
-    ) -> Result<Vec<(String, String, String, String)>, VendorError> {
+    async fn list_tasks(&self, task: TaskType, since_ms: i64) -> Result<Vec<TaskRow>, VendorError> {
         let action = if task == TaskType::Preload { "DescribePreloadTasks" } else { "DescribePurgeTasks" };
         let mut out = Vec::new();
         for page in 1..=20 {
@@ -380,7 +301,7 @@ impl AliyunEsa {
             }
             let body = self.acs.call(action, params).await?;
             let tasks = body["Tasks"].as_array().cloned().unwrap_or_default();
-            out.extend(tasks.iter().map(|t| task_tuple(t, "Content")));
+            out.extend(tasks.iter().map(|t| TaskRow::from_json(t, "Content", "TaskId")));
             let total = number(&body["TotalCount"]).unwrap_or(0);
             if tasks.is_empty() || page * ESA_PAGE_SIZE >= total {
                 break;
@@ -423,7 +344,7 @@ impl VendorApi for AliyunEsa {
                 ),
             };
             let body = self.acs.call(action, params).await?;
-            Ok(Accepted { task_ids: collect_ids(&body["TaskId"]) })
+            Ok(Accepted::tasks(collect_ids(&body["TaskId"])))
         })
     }
 

@@ -6,7 +6,14 @@
 //! path can skip the rate limiter or the start-up gate that keeps a restart from bursting.
 
 mod aliyun;
+mod http_warm;
+mod tasklist;
+mod tencent;
+mod volcengine;
 mod webhook;
+
+pub use tencent::VERSION as TENCENT_VERSION;
+pub use volcengine::VERSION as VOLC_VERSION;
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;
@@ -36,6 +43,15 @@ pub struct SubmitRequest<'a> {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Accepted {
     pub task_ids: Vec<String>,
+    /// Per-URL outcomes known at submit time, for vendors that do the work inside the call
+    /// (`http_warm`). Cloud vendors leave this empty and report through [`VendorApi::task_status`].
+    pub outcomes: Vec<UrlReport>,
+}
+
+impl Accepted {
+    pub fn tasks(task_ids: Vec<String>) -> Self {
+        Accepted { task_ids, outcomes: Vec::new() }
+    }
 }
 
 /// How the engine must treat a vendor error.
@@ -118,6 +134,12 @@ pub trait VendorApi: Send + Sync {
     fn capabilities(&self) -> Capabilities;
 
     fn submit<'a>(&'a self, req: SubmitRequest<'a>) -> BoxFuture<'a, Result<Accepted, VendorError>>;
+
+    /// How long one submit of `urls` URLs may take, given the account's per-call `timeout`. A
+    /// cloud API answers one call; a vendor that fetches each URL itself needs longer.
+    fn submit_budget(&self, timeout: Duration, _urls: usize) -> Duration {
+        timeout
+    }
 
     /// Per-URL status of submitted tasks.
     fn task_status<'a>(
@@ -238,7 +260,8 @@ impl VendorAccount {
     /// One submit request, rate-limited, with the account's timeout.
     pub async fn submit(&self, req: SubmitRequest<'_>) -> Result<Accepted, VendorError> {
         let _permit = self.admit(&self.submit_limiter).await;
-        let r = self.with_timeout(self.api.submit(req)).await;
+        let budget = self.api.submit_budget(self.config.timeout, req.urls.len());
+        let r = self.bounded(budget, self.api.submit(req)).await;
         self.count(&r);
         r
     }
@@ -282,8 +305,12 @@ impl VendorAccount {
     }
 
     async fn with_timeout<T>(&self, fut: BoxFuture<'_, Result<T, VendorError>>) -> Result<T, VendorError> {
+        self.bounded(self.config.timeout, fut).await
+    }
+
+    async fn bounded<T>(&self, budget: Duration, fut: BoxFuture<'_, Result<T, VendorError>>) -> Result<T, VendorError> {
         // The client has its own timeout; this one also bounds slow bodies and DNS.
-        match tokio::time::timeout(self.config.timeout + Duration::from_secs(1), fut).await {
+        match tokio::time::timeout(budget + Duration::from_secs(1), fut).await {
             Ok(r) => r,
             Err(_) => Err(VendorError::new(ErrorClass::Retryable, "Timeout", "the vendor did not answer in time")),
         }
@@ -355,7 +382,9 @@ fn build_api(c: &VendorConfig, clock: SharedClock) -> anyhow::Result<Box<dyn Ven
         VendorKind::Webhook => Ok(Box::new(webhook::Webhook::new(c)?)),
         VendorKind::AliyunCdn => Ok(Box::new(aliyun::AliyunCdn::new(c, clock)?)),
         VendorKind::AliyunEsa => Ok(Box::new(aliyun::AliyunEsa::new(c, clock)?)),
-        other => anyhow::bail!("vendor `{}`: kind {other} is not available in this build yet", c.name),
+        VendorKind::VolcengineCdn => Ok(Box::new(volcengine::VolcengineCdn::new(c, clock)?)),
+        VendorKind::TencentCdn => Ok(Box::new(tencent::TencentCdn::new(c, clock)?)),
+        VendorKind::HttpWarm => Ok(Box::new(http_warm::HttpWarm::new(c)?)),
     }
 }
 

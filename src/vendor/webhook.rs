@@ -61,7 +61,7 @@ impl VendorApi for Webhook {
                     })
                     .into_iter()
                     .collect();
-                return Ok(Accepted { task_ids });
+                return Ok(Accepted::tasks(task_ids));
             }
             let after = retry_after(resp.headers());
             let text = resp.text().await.unwrap_or_default();

@@ -757,7 +757,7 @@ async fn a_changed_list_waits_while_a_slice_of_its_job_is_in_flight() {
 
     // Once the slice is recorded, the next apply (reload or restart) replaces the list.
     store.mark_submitting(sub, t0 + 2).await.unwrap();
-    store.record_accepted(sub, 2, &[], t0 + 3, None, UrlStatus::Done).await.unwrap();
+    store.record_accepted(sub, 2, &[], &[], t0 + 3, None, UrlStatus::Done).await.unwrap();
     preloadd::ingest::apply_config_jobs(&store, &[job(&b)], false, t0 + 4).await.unwrap();
     assert_eq!(listed(&store, id).await, b, "replaced once nothing is in flight");
     store.close().await;
