@@ -8,6 +8,7 @@
 //! vendor's skew and nonce rules.
 
 mod esa;
+mod mcdn;
 
 pub use esa::encode_id;
 
@@ -55,6 +56,11 @@ async fn handle(State(s): State<CompatState>, method: Method, uri: Uri, headers:
     let request_id = crate::api::request_id();
     let parts = http_parts(&method, &uri, &headers, &body);
     let params = Params::from_parts(&parts);
+    if params.get("Version") == Some(mcdn::VERSION)
+        && parts.header("authorization").is_some_and(|a| a.starts_with("HMAC-SHA256"))
+    {
+        return handle_mcdn(&s, &parts, &params, &body, &request_id).await;
+    }
     let result = async {
         s.authenticate(&parts, &params)?;
         if s.limiter.check().is_err() {
@@ -83,6 +89,61 @@ async fn handle(State(s): State<CompatState>, method: Method, uri: Uri, headers:
                 "Recommend": format!("https://api.aliyun.com/troubleshoot?q={}&product=ESA&requestId={request_id}", e.code),
             });
             reply(e.status, &body, &request_id)
+        }
+    }
+}
+
+/// Volcengine multi-cloud CDN: V4 signature, JSON body, `ResponseMetadata` / `Result` answers.
+async fn handle_mcdn(
+    s: &CompatState,
+    parts: &sign::HttpParts,
+    params: &Params,
+    body: &[u8],
+    request_id: &str,
+) -> Response {
+    let action = params.get("Action").unwrap_or_default().to_string();
+    let result = async {
+        let lookup = |ak: &str| (ak == s.config.access_key_id).then(|| s.config.secret.expose().to_string());
+        let verified = sign::volc_verify(parts, lookup).map_err(|e| mcdn::VolcError {
+            status: StatusCode::UNAUTHORIZED,
+            code: e.vendor_code(Scheme::Volc),
+            message: e.to_string(),
+        })?;
+        sign::check_skew(
+            verified.signed_at,
+            crate::clock::to_datetime(s.engine.now()),
+            chrono::TimeDelta::milliseconds(SKEW_MS),
+        )
+        .map_err(|e| mcdn::VolcError {
+            status: StatusCode::UNAUTHORIZED,
+            code: e.vendor_code(Scheme::Volc),
+            message: e.to_string(),
+        })?;
+        if s.limiter.check().is_err() {
+            return Err(mcdn::VolcError {
+                status: StatusCode::TOO_MANY_REQUESTS,
+                code: "FlowLimitExceeded",
+                message: "Too many requests".into(),
+            });
+        }
+        let json: Value = if body.is_empty() {
+            json!({})
+        } else {
+            serde_json::from_slice(body).map_err(|e| mcdn::VolcError {
+                status: StatusCode::BAD_REQUEST,
+                code: "InvalidParameter",
+                message: format!("the body is not JSON: {e}"),
+            })?
+        };
+        mcdn::dispatch(s, &action, &json).await
+    }
+    .await;
+    let mut meta = json!({"RequestId": request_id, "Action": action, "Version": mcdn::VERSION, "Service": "mcdn", "Region": "cn-north-1"});
+    match result {
+        Ok(r) => reply(StatusCode::OK, &json!({"ResponseMetadata": meta, "Result": r}), request_id),
+        Err(e) => {
+            meta["Error"] = json!({"Code": e.code, "Message": e.message});
+            reply(e.status, &json!({"ResponseMetadata": meta}), request_id)
         }
     }
 }

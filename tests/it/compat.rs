@@ -115,3 +115,92 @@ endpoint = "{endpoint}"
     let _ = stop.send(());
     daemon.await.unwrap().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn volcengine_signed_content_tasks_match_the_seed() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let python = root.join(".venv/bin/python");
+    assert!(python.exists(), "{} is missing: run scripts/python-env.sh (scripts/test.sh does)", python.display());
+    let recv = Receiver::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    crate::common::write_secret(&dir.path().join("compat-secret"), "compat-sk");
+    let text = format!(
+        r#"[daemon]
+state_dir = "{state}"
+[api.compat]
+listen = "127.0.0.1:0"
+access_key_id = "compat-ak"
+access_key_secret_file = "compat-secret"
+[[api.compat.site]]
+id = 1
+vendors = ["hook"]
+[[vendor]]
+name = "hook"
+kind = "webhook"
+endpoint = "{endpoint}"
+"#,
+        state = dir.path().join("state").display(),
+        endpoint = recv.url()
+    );
+    let path = dir.path().join("preloadd.toml");
+    std::fs::write(&path, text).unwrap();
+    let cfg = preloadd::config::load(&path, &Default::default()).unwrap();
+    let api = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let compat = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let compat_addr = compat.local_addr().unwrap();
+    let opts = preloadd::daemon::ServeOptions { compat_listener: Some(compat), ..Default::default() };
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let daemon = tokio::spawn(preloadd::daemon::run(
+        cfg,
+        api,
+        async move {
+            let _ = stopped.await;
+        },
+        opts,
+    ));
+    let run = |script: &str| {
+        tokio::process::Command::new(&python)
+            .arg(root.join(script))
+            .args([compat_addr.to_string(), "compat-ak".into(), "compat-sk".into()])
+            .kill_on_drop(true)
+            .output()
+    };
+    let out = tokio::time::timeout(Duration::from_secs(60), run("tests/sdk/mcdn_compat.py")).await.unwrap().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let r: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(r["SubmitPreloadTask"]["status"], 200, "{r}");
+    let task_id = r["SubmitPreloadTask"]["body"]["Result"]["TaskId"].as_str().unwrap().to_string();
+    assert_eq!(task_id.len(), 24);
+    let meta = &r["ListContentTask"]["body"]["ResponseMetadata"];
+    assert_eq!(
+        (meta["Action"].as_str(), meta["Service"].as_str(), meta["Version"].as_str()),
+        (Some("ListContentTask"), Some("mcdn"), Some("2022-03-01"))
+    );
+    let listed = &r["ListContentTask"]["body"]["Result"];
+    assert_eq!(listed["Pagination"], serde_json::json!({"PageSize": 10, "PageNum": 1, "Total": 1}), "{listed}");
+    let task = &listed["Tasks"][0];
+    assert_eq!(task["TaskType"], "refresh_file");
+    let sub = &task["SubTasks"][0];
+    for field in [
+        "VendorTaskIds",
+        "Vendor",
+        "SubmitStatus",
+        "Description",
+        "Url",
+        "CloudAccountId",
+        "CloudAccountName",
+        "ProductType",
+        "SubProduct",
+    ] {
+        assert!(sub.get(field).is_some(), "subtask field {field}: {sub}");
+    }
+    assert_eq!(sub["Url"], serde_json::json!(["http://www.example.com/home.html"]));
+    assert!(task["CreatedAt"].is_i64() && task.get("EndAt").is_some() && task.get("TaskStatus").is_some());
+    let by_url = &r["ListContentTasks"]["body"]["Result"];
+    assert_eq!(by_url["Tasks"][0]["TaskId"], task_id.as_str(), "the URL filter finds the preload task: {by_url}");
+    assert_eq!(r["bad_status"]["body"]["ResponseMetadata"]["Error"]["Code"], "InvalidParameter");
+    assert_eq!(r["wrong_secret"]["body"]["ResponseMetadata"]["Error"]["Code"], "SignatureDoesNotMatch", "{r}");
+    let _ = stop.send(());
+    daemon.await.unwrap().unwrap();
+}
