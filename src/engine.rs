@@ -168,20 +168,18 @@ impl Engine {
             info!(plan, status = %status, "plan status changed");
         }
         let mut started = Vec::new();
-        for plan in self.store.due_plans(now).await? {
-            if let Some(s) = self.store.take_slice(plan, now).await? {
-                info!(
-                    plan,
-                    slice = s.slice.id,
-                    k = s.slice.k,
-                    urls = s.slice.url_count,
-                    late_ms = now - s.slice.due_at,
-                    "slice taken"
-                );
-                started.extend(s.subtask_ids);
-            } else {
-                debug!(plan, "plan has nothing left to send");
-            }
+        let due = self.store.due_plans(now).await?;
+        for s in self.store.take_slices(&due, now).await? {
+            let late_ms = now - s.slice.due_at;
+            info!(
+                plan = s.slice.plan_id,
+                slice = s.slice.id,
+                k = s.slice.k,
+                urls = s.slice.url_count,
+                late_ms,
+                "slice taken"
+            );
+            started.extend(s.subtask_ids);
         }
         Ok(started)
     }

@@ -203,107 +203,22 @@ impl Store {
     /// and a pending outcome per URL, and moves the cursor — all in one transaction. A plan with
     /// no URL left, or whose window has closed, is finished instead.
     pub async fn take_slice(&self, plan_id: i64, now: i64) -> Result<Option<SliceStart>> {
+        Ok(self.take_slices(&[plan_id], now).await?.pop())
+    }
+
+    /// [`Store::take_slice`] for several plans in one transaction: one commit (one fsync) for
+    /// everything due at one instant, so a thousand plans due together are not served one
+    /// commit after another.
+    pub async fn take_slices(&self, plan_ids: &[i64], now: i64) -> Result<Vec<SliceStart>> {
         let mut tx = self.write().await?;
-        let plan = plan_in(&mut tx, plan_id).await?;
-        let Some(due) = plan.next_due.filter(|d| *d <= now && plan.status == PlanStatus::Running) else {
-            return Ok(None);
-        };
-        let inflight: i64 =
-            sqlx::query_scalar("SELECT COUNT(*) FROM slices WHERE job_id = ? AND status IN ('pending', 'submitting')")
-                .bind(plan.job_id)
-                .fetch_one(&mut *tx)
-                .await?;
-        if inflight > 0 {
-            return Ok(None);
+        let mut out = Vec::new();
+        for &plan_id in plan_ids {
+            if let Some(s) = take_slice_in(&mut tx, plan_id, now).await? {
+                out.push(s);
+            }
         }
-        if now >= plan.end_time {
-            finish_plan(&mut tx, plan_id, now).await?;
-            tx.commit().await?;
-            return Ok(None);
-        }
-        let job = sqlx::query("SELECT cursor, vendors, catch_up FROM jobs WHERE id = ?")
-            .bind(plan.job_id)
-            .fetch_one(&mut *tx)
-            .await?;
-        let cursor: i64 = job.get("cursor");
-        let vendors: Vec<String> = serde_json::from_str(&job.get::<String, _>("vendors")).unwrap_or_default();
-        let catch_up: CatchUp = job.get::<String, _>("catch_up").parse().unwrap_or(CatchUp::Skip);
-        let (count, first, last): (i64, Option<i64>, Option<i64>) = sqlx::query_as(
-            "SELECT COUNT(*), MIN(seq), MAX(seq) FROM \
-             (SELECT seq FROM urls WHERE job_id = ? AND seq >= ? ORDER BY seq LIMIT ?)",
-        )
-        .bind(plan.job_id)
-        .bind(cursor)
-        .bind(plan.slice_len)
-        .fetch_one(&mut *tx)
-        .await?;
-        let (Some(first), Some(last)) = (first, last) else {
-            finish_plan(&mut tx, plan_id, now).await?;
-            tx.commit().await?;
-            return Ok(None);
-        };
-        let slice_id = sqlx::query(
-            "INSERT INTO slices (plan_id, job_id, k, due_at, first_seq, last_seq, url_count, status, created_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', ?)",
-        )
-        .bind(plan_id)
-        .bind(plan.job_id)
-        .bind(plan.slices_sent)
-        .bind(due)
-        .bind(first)
-        .bind(last)
-        .bind(count)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?
-        .last_insert_rowid();
-        let mut subtask_ids = Vec::new();
-        for vendor in &vendors {
-            let id = sqlx::query("INSERT INTO subtasks (slice_id, vendor, status) VALUES (?, ?, 'pending')")
-                .bind(slice_id)
-                .bind(vendor)
-                .execute(&mut *tx)
-                .await?
-                .last_insert_rowid();
-            sqlx::query(
-                "INSERT INTO url_outcomes (subtask_id, seq, status) \
-                 SELECT ?, seq, 'pending' FROM urls WHERE job_id = ? AND seq BETWEEN ? AND ?",
-            )
-            .bind(id)
-            .bind(plan.job_id)
-            .bind(first)
-            .bind(last)
-            .execute(&mut *tx)
-            .await?;
-            subtask_ids.push(id);
-        }
-        let more: Option<i64> = sqlx::query_scalar("SELECT seq FROM urls WHERE job_id = ? AND seq > ? LIMIT 1")
-            .bind(plan.job_id)
-            .bind(last)
-            .fetch_optional(&mut *tx)
-            .await?;
-        // With nothing left, the plan is due again at once and finishes as soon as this slice
-        // is recorded, instead of waiting an interval to find the list empty.
-        let next_due = if more.is_some() { next_due_after(due, plan.interval_ms, now, catch_up) } else { now };
-        sqlx::query("UPDATE jobs SET cursor = ?, updated_at = ? WHERE id = ?")
-            .bind(last + 1)
-            .bind(now)
-            .bind(plan.job_id)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query(
-            "UPDATE plans SET slices_sent = slices_sent + 1, urls_sent = urls_sent + ?, next_due = ?, updated_at = ? \
-             WHERE id = ?",
-        )
-        .bind(count)
-        .bind(next_due)
-        .bind(now)
-        .bind(plan_id)
-        .execute(&mut *tx)
-        .await?;
-        let slice = slice_in(&mut tx, slice_id).await?;
         tx.commit().await?;
-        Ok(Some(SliceStart { slice, subtask_ids }))
+        Ok(out)
     }
 
     /// Pending subtasks that may go now (not paused by a quota wait or a backoff).
@@ -578,6 +493,107 @@ impl Store {
             })
             .collect())
     }
+}
+
+/// The body of [`Store::take_slice`], inside the caller's transaction.
+async fn take_slice_in(tx: &mut Tx, plan_id: i64, now: i64) -> Result<Option<SliceStart>> {
+    let plan = plan_in(tx, plan_id).await?;
+    let Some(due) = plan.next_due.filter(|d| *d <= now && plan.status == PlanStatus::Running) else {
+        return Ok(None);
+    };
+    let inflight: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM slices WHERE job_id = ? AND status IN ('pending', 'submitting')")
+            .bind(plan.job_id)
+            .fetch_one(&mut **tx)
+            .await?;
+    if inflight > 0 {
+        return Ok(None);
+    }
+    if now >= plan.end_time {
+        finish_plan(tx, plan_id, now).await?;
+        return Ok(None);
+    }
+    let job = sqlx::query("SELECT cursor, vendors, catch_up FROM jobs WHERE id = ?")
+        .bind(plan.job_id)
+        .fetch_one(&mut **tx)
+        .await?;
+    let cursor: i64 = job.get("cursor");
+    let vendors: Vec<String> = serde_json::from_str(&job.get::<String, _>("vendors")).unwrap_or_default();
+    let catch_up: CatchUp = job.get::<String, _>("catch_up").parse().unwrap_or(CatchUp::Skip);
+    let (count, first, last): (i64, Option<i64>, Option<i64>) = sqlx::query_as(
+        "SELECT COUNT(*), MIN(seq), MAX(seq) FROM \
+         (SELECT seq FROM urls WHERE job_id = ? AND seq >= ? ORDER BY seq LIMIT ?)",
+    )
+    .bind(plan.job_id)
+    .bind(cursor)
+    .bind(plan.slice_len)
+    .fetch_one(&mut **tx)
+    .await?;
+    let (Some(first), Some(last)) = (first, last) else {
+        finish_plan(tx, plan_id, now).await?;
+        return Ok(None);
+    };
+    let slice_id = sqlx::query(
+        "INSERT INTO slices (plan_id, job_id, k, due_at, first_seq, last_seq, url_count, status, created_at) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', ?)",
+    )
+    .bind(plan_id)
+    .bind(plan.job_id)
+    .bind(plan.slices_sent)
+    .bind(due)
+    .bind(first)
+    .bind(last)
+    .bind(count)
+    .bind(now)
+    .execute(&mut **tx)
+    .await?
+    .last_insert_rowid();
+    let mut subtask_ids = Vec::new();
+    for vendor in &vendors {
+        let id = sqlx::query("INSERT INTO subtasks (slice_id, vendor, status) VALUES (?, ?, 'pending')")
+            .bind(slice_id)
+            .bind(vendor)
+            .execute(&mut **tx)
+            .await?
+            .last_insert_rowid();
+        sqlx::query(
+            "INSERT INTO url_outcomes (subtask_id, seq, status) \
+             SELECT ?, seq, 'pending' FROM urls WHERE job_id = ? AND seq BETWEEN ? AND ?",
+        )
+        .bind(id)
+        .bind(plan.job_id)
+        .bind(first)
+        .bind(last)
+        .execute(&mut **tx)
+        .await?;
+        subtask_ids.push(id);
+    }
+    let more: Option<i64> = sqlx::query_scalar("SELECT seq FROM urls WHERE job_id = ? AND seq > ? LIMIT 1")
+        .bind(plan.job_id)
+        .bind(last)
+        .fetch_optional(&mut **tx)
+        .await?;
+    // With nothing left, the plan is due again at once and finishes as soon as this slice
+    // is recorded, instead of waiting an interval to find the list empty.
+    let next_due = if more.is_some() { next_due_after(due, plan.interval_ms, now, catch_up) } else { now };
+    sqlx::query("UPDATE jobs SET cursor = ?, updated_at = ? WHERE id = ?")
+        .bind(last + 1)
+        .bind(now)
+        .bind(plan.job_id)
+        .execute(&mut **tx)
+        .await?;
+    sqlx::query(
+        "UPDATE plans SET slices_sent = slices_sent + 1, urls_sent = urls_sent + ?, next_due = ?, updated_at = ? \
+         WHERE id = ?",
+    )
+    .bind(count)
+    .bind(next_due)
+    .bind(now)
+    .bind(plan_id)
+    .execute(&mut **tx)
+    .await?;
+    let slice = slice_in(tx, slice_id).await?;
+    Ok(Some(SliceStart { slice, subtask_ids }))
 }
 
 async fn slice_in(tx: &mut Tx, id: i64) -> Result<Slice> {
