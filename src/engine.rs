@@ -324,10 +324,27 @@ impl Engine {
                     plan_id: work.slice.plan_id,
                     slice_id: work.slice.id,
                 };
+                if let Some(until) = account.breaker.open_until(self.now()) {
+                    // The vendor keeps failing: wait for the cool-down without a call, and
+                    // without using up this subtask's retries. Other vendors are not affected.
+                    if let Some((bucket, day)) = &quota {
+                        self.store.refund_quota(account.name(), bucket, day, chunk.len() as i64).await?;
+                    }
+                    let reason = "circuit open: the vendor keeps failing; next probe at the end of the cool-down";
+                    return self.store.defer_subtask(id, Some(until), reason, self.now()).await;
+                }
                 let e = match account.submit(req).await {
-                    Ok(a) => break a,
+                    Ok(a) => {
+                        account.breaker.record(true, self.now());
+                        break a;
+                    }
                     Err(e) => e,
                 };
+                if e.class == ErrorClass::Retryable {
+                    if let Some(until) = account.breaker.record(false, self.now()) {
+                        warn!(code = %e.code, until = %crate::clock::rfc3339(until), "circuit opened for this vendor");
+                    }
+                }
                 match e.class {
                     ErrorClass::Retryable if attempt < account.config.max_retries => {
                         attempt += 1;

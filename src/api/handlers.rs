@@ -495,7 +495,8 @@ pub async fn list_vendors(State(s): State<AppState>) -> ApiResult {
                              "task_status": known(caps.task_status), "quota": known(caps.quota)},
             "health": {"calls": stats.calls.load(std::sync::atomic::Ordering::Relaxed),
                        "errors": stats.errors.load(std::sync::atomic::Ordering::Relaxed),
-                       "limiter_waits": stats.limiter_waits.load(std::sync::atomic::Ordering::Relaxed)},
+                       "limiter_waits": stats.limiter_waits.load(std::sync::atomic::Ordering::Relaxed),
+                       "circuit": acc.breaker.open_until(s.engine.now()).map(|t| format!("open until {}", rfc3339(t))).unwrap_or_else(|| "closed".into())},
             "quota": quota.iter().map(|(b, q, r, u)| json!({"bucket": b, "quota": q, "remaining": r, "used": u, "resets_at": reset})).collect::<Vec<_>>(),
         }));
     }

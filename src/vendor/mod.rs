@@ -198,6 +198,54 @@ pub struct VendorAccount {
     /// have used the current second's budget just before it died or was reloaded.
     not_before: Instant,
     pub stats: Arc<AccountStats>,
+    /// Opens after a run of failures so a vendor that is down is not hammered; see [`Breaker`].
+    pub breaker: Breaker,
+}
+
+/// A circuit breaker per account, on the engine's clock (unix ms). After
+/// [`Breaker::THRESHOLD`] retryable failures in a row it opens for a cool-down that doubles
+/// with each consecutive opening (30 s up to 10 min); when the cool-down ends, one call is let
+/// through as a probe: a success closes the circuit, a failure opens it again at once.
+#[derive(Debug, Default)]
+pub struct Breaker {
+    state: std::sync::Mutex<BreakerState>,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct BreakerState {
+    failures: u32,
+    open_until: Option<i64>,
+    openings: u32,
+}
+
+impl Breaker {
+    pub const THRESHOLD: u32 = 5;
+    const BASE_MS: i64 = 30_000;
+    const MAX_MS: i64 = 600_000;
+
+    /// `Some(until)` while the circuit is open.
+    pub fn open_until(&self, now_ms: i64) -> Option<i64> {
+        self.state.lock().expect("breaker lock").open_until.filter(|t| *t > now_ms)
+    }
+
+    /// Records a call's outcome; returns the time the circuit opened until, if this opened it.
+    pub fn record(&self, success: bool, now_ms: i64) -> Option<i64> {
+        let mut st = self.state.lock().expect("breaker lock");
+        if success {
+            *st = BreakerState::default();
+            return None;
+        }
+        st.failures += 1;
+        let probing = st.open_until.is_some_and(|t| t <= now_ms);
+        if st.failures >= Self::THRESHOLD || probing {
+            let cool = (Self::BASE_MS << st.openings.min(5)).min(Self::MAX_MS);
+            st.openings += 1;
+            st.failures = 0;
+            st.open_until = Some(now_ms + cool);
+            return st.open_until;
+        }
+        None
+    }
 }
 
 impl std::fmt::Debug for VendorAccount {
@@ -223,6 +271,7 @@ impl VendorAccount {
             api,
             config,
             stats: Arc::default(),
+            breaker: Breaker::default(),
         }
     }
 

@@ -256,3 +256,26 @@ async fn throttling_backs_off_and_recovers_without_losing_a_url() {
         "it was throttled"
     );
 }
+
+#[tokio::test]
+async fn a_vendor_that_keeps_failing_opens_its_circuit_and_a_probe_closes_it() {
+    let w = world_with(VendorKind::AliyunCdn, "demo-sk", |_| {}, |vc| vc.max_retries = 20).await;
+    w.emu.set_faults(Some(VendorKind::AliyunCdn), FaultSet { down: true, ..Default::default() });
+    let (_, plan) = w.job(10, 10).await;
+    w.at(T0).await;
+    let slice = &w.store.slices_of_plan(plan).await.unwrap()[0];
+    let st = &w.store.subtasks_of_slice(slice.id).await.unwrap()[0];
+    assert_eq!(st.status, SubmitStatus::Pending, "deferred, not failed: {st:?}");
+    assert!(st.wait_reason.starts_with("circuit open"), "{}", st.wait_reason);
+    let until = st.wait_until.unwrap();
+    assert_eq!(until, T0 + 30_000, "a 30 s cool-down on the engine's clock");
+    // During the cool-down nothing is sent, even when the step runs.
+    w.emu.clear_faults();
+    w.at(until - 1).await;
+    assert!(w.emu.ledger().is_empty());
+    // The probe after the cool-down succeeds and closes the circuit.
+    w.at(until).await;
+    assert_eq!(w.emu.ledger().len(), 1);
+    let st = w.store.subtask(st.id).await.unwrap();
+    assert_eq!(st.status, SubmitStatus::Submitted);
+}
