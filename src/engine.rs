@@ -325,23 +325,29 @@ impl Engine {
                     slice_id: work.slice.id,
                 };
                 if let Some(until) = account.breaker.open_until(self.now()) {
-                    // The vendor keeps failing: wait for the cool-down without a call, and
-                    // without using up this subtask's retries. Other vendors are not affected.
+                    // The vendor keeps failing: this subtask fails at once with the vendor's
+                    // last error, without a call, so the other vendors' slices go on (the cursor
+                    // moves when every vendor has the slice recorded). `retry-failed` replays it.
                     if let Some((bucket, day)) = &quota {
                         self.store.refund_quota(account.name(), bucket, day, chunk.len() as i64).await?;
                     }
-                    let reason = "circuit open: the vendor keeps failing; next probe at the end of the cool-down";
-                    return self.store.defer_subtask(id, Some(until), reason, self.now()).await;
+                    let (code, message) = account.breaker.last_error();
+                    let message = format!(
+                        "circuit open until {} after repeated failures; last error: {message}",
+                        crate::clock::rfc3339(until)
+                    );
+                    warn!(code = %code, "{message}");
+                    return self.store.fail_subtask(id, &code, &message, self.now()).await;
                 }
                 let e = match account.submit(req).await {
                     Ok(a) => {
-                        account.breaker.record(true, self.now());
+                        account.breaker.record(None, self.now());
                         break a;
                     }
                     Err(e) => e,
                 };
-                if e.class == ErrorClass::Retryable {
-                    if let Some(until) = account.breaker.record(false, self.now()) {
+                if e.class == ErrorClass::Retryable && !e.is_throttling() {
+                    if let Some(until) = account.breaker.record(Some(&e), self.now()) {
                         warn!(code = %e.code, until = %crate::clock::rfc3339(until), "circuit opened for this vendor");
                     }
                 }

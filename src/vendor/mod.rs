@@ -95,6 +95,17 @@ impl VendorError {
         VendorError::new(ErrorClass::Retryable, code, e.without_url().to_string())
     }
 
+    /// Flow control (the vendor is up, we are too fast): backed off, never a reason to open the
+    /// circuit breaker.
+    pub fn is_throttling(&self) -> bool {
+        let c = self.code.to_ascii_lowercase();
+        c.contains("throttl")
+            || c.contains("toomanyrequests")
+            || c.contains("limitexceeded") && c.contains("request")
+            || c.contains("flowlimit")
+            || c == "http429"
+    }
+
     pub fn unsupported(what: &str) -> Self {
         VendorError::new(ErrorClass::Fatal, "Unsupported", format!("this vendor kind has no {what}"))
     }
@@ -211,11 +222,13 @@ pub struct Breaker {
     state: std::sync::Mutex<BreakerState>,
 }
 
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone)]
 struct BreakerState {
     failures: u32,
     open_until: Option<i64>,
     openings: u32,
+    /// The vendor's last error, shown on the subtasks failed while the circuit is open.
+    last_error: Option<(String, String)>,
 }
 
 impl Breaker {
@@ -228,13 +241,20 @@ impl Breaker {
         self.state.lock().expect("breaker lock").open_until.filter(|t| *t > now_ms)
     }
 
-    /// Records a call's outcome; returns the time the circuit opened until, if this opened it.
-    pub fn record(&self, success: bool, now_ms: i64) -> Option<i64> {
+    /// The vendor's last error code and message.
+    pub fn last_error(&self) -> (String, String) {
+        self.state.lock().expect("breaker lock").last_error.clone().unwrap_or_default()
+    }
+
+    /// Records a call's outcome (`None`: success); returns the time the circuit opened until, if
+    /// this opened it.
+    pub fn record(&self, error: Option<&VendorError>, now_ms: i64) -> Option<i64> {
         let mut st = self.state.lock().expect("breaker lock");
-        if success {
+        let Some(e) = error else {
             *st = BreakerState::default();
             return None;
-        }
+        };
+        st.last_error = Some((e.code.clone(), e.message.clone()));
         st.failures += 1;
         let probing = st.open_until.is_some_and(|t| t <= now_ms);
         if st.failures >= Self::THRESHOLD || probing {

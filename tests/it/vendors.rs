@@ -261,21 +261,26 @@ async fn throttling_backs_off_and_recovers_without_losing_a_url() {
 async fn a_vendor_that_keeps_failing_opens_its_circuit_and_a_probe_closes_it() {
     let w = world_with(VendorKind::AliyunCdn, "demo-sk", |_| {}, |vc| vc.max_retries = 20).await;
     w.emu.set_faults(Some(VendorKind::AliyunCdn), FaultSet { down: true, ..Default::default() });
-    let (_, plan) = w.job(10, 10).await;
+    let (_, plan) = w.job(30, 10).await;
     w.at(T0).await;
+    // Five failures in a row open the circuit: the subtask fails with the vendor's last code,
+    // without using its other retries, and the slice is recorded so the job is not stuck.
     let slice = &w.store.slices_of_plan(plan).await.unwrap()[0];
     let st = &w.store.subtasks_of_slice(slice.id).await.unwrap()[0];
-    assert_eq!(st.status, SubmitStatus::Pending, "deferred, not failed: {st:?}");
-    assert!(st.wait_reason.starts_with("circuit open"), "{}", st.wait_reason);
-    let until = st.wait_until.unwrap();
-    assert_eq!(until, T0 + 30_000, "a 30 s cool-down on the engine's clock");
-    // During the cool-down nothing is sent, even when the step runs.
+    assert_eq!((st.status, st.error_code.as_str()), (SubmitStatus::Failed, "ServiceUnavailable"), "{st:?}");
+    assert!(st.error_message.starts_with("circuit open until"), "{}", st.error_message);
+    assert_eq!(st.attempts, 1);
+    // Its only vendor failed the slice: the plan failed, keeping the vendor's code.
     w.emu.clear_faults();
-    w.at(until - 1).await;
+    let failed = w.store.plan(plan).await.unwrap();
+    assert_eq!(failed.status, preloadd::model::PlanStatus::Failed);
+    assert!(failed.error_info.contains("ServiceUnavailable"), "{}", failed.error_info);
     assert!(w.emu.ledger().is_empty());
-    // The probe after the cool-down succeeds and closes the circuit.
-    w.at(until).await;
-    assert_eq!(w.emu.ledger().len(), 1);
-    let st = w.store.subtask(st.id).await.unwrap();
-    assert_eq!(st.status, SubmitStatus::Submitted);
+    // After the cool-down, the next plan's first call is the probe: it succeeds and closes it.
+    let spec = PlanSpec { start_time: T0 + 30_000, end_time: T0 + 3_600_000, interval_ms: 60_000, slice_len: 10 };
+    w.store.create_plans(slice.job_id, &[spec], "api", T0 + 1).await.unwrap();
+    w.at(T0 + 30_000).await;
+    assert_eq!(w.emu.ledger().len(), 1, "the probe went out and was accepted");
+    w.at(T0 + 90_000).await;
+    assert_eq!(w.emu.ledger().len(), 2, "closed again: the next slice goes normally");
 }
