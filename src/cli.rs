@@ -42,6 +42,8 @@ pub enum Command {
         #[arg(long = "access-key", value_parser = parse_key)]
         access_keys: Vec<(String, String)>,
     },
+    /// Print the API's OpenAPI document (the one served at /v1/openapi.json).
+    Openapi,
     /// Copy the state database to PATH while the daemon runs (VACUUM INTO).
     Backup { path: PathBuf },
     /// Jobs on a running daemon.
@@ -142,6 +144,10 @@ fn load(cli: &Cli) -> Result<Config, ConfigError> {
 async fn run(cli: Cli) -> i32 {
     match &cli.command {
         Command::CheckConfig => check_config(&cli).await,
+        Command::Openapi => {
+            println!("{}", serde_json::to_string_pretty(&crate::api::openapi()).unwrap_or_default());
+            EXIT_OK
+        }
         Command::Job { conn, command } => crate::client::job(conn, command).await,
         Command::Plan { conn, command } => crate::client::plan(conn, command).await,
         Command::Task { conn, command } => crate::client::task(conn, command).await,

@@ -57,33 +57,301 @@ impl AppState {
     }
 }
 
+/// One documented `/v1` route: the router and the OpenAPI document are both built from
+/// [`v1_routes`], so the published document cannot drift from what is served.
+pub struct RouteDoc {
+    pub method: &'static str,
+    pub path: &'static str,
+    pub summary: &'static str,
+    /// A JSON body the route takes, by its API type name (for the document).
+    pub body: Option<&'static str>,
+    /// Query parameters.
+    pub query: &'static [&'static str],
+    /// Error codes the route answers, besides `Unauthorized` and `TooManyRequests`.
+    pub errors: &'static [&'static str],
+}
+
+const fn doc(method: &'static str, path: &'static str, summary: &'static str) -> RouteDoc {
+    RouteDoc { method, path, summary, body: None, query: &[], errors: &[] }
+}
+
+fn v1_routes() -> Vec<(RouteDoc, axum::routing::MethodRouter<AppState>)> {
+    use axum::routing::{delete, patch, put};
+    const PAGE: &[&str] = &["page_num", "page_size"];
+    vec![
+        (
+            RouteDoc {
+                body: Some("CreateJob"),
+                query: &["name", "task_type", "vendors", "catch_up"],
+                errors: &["InvalidParameter", "MissingUrlList"],
+                ..doc(
+                    "post",
+                    "/v1/jobs",
+                    "Create a job from `urls`, `urls_url`, `sitemap_url` (JSON) or a text/plain stream",
+                )
+            },
+            post(handlers::create_job),
+        ),
+        (
+            RouteDoc {
+                query: &["name", "page_num", "page_size"],
+                errors: &["InvalidParameter"],
+                ..doc("get", "/v1/jobs", "List jobs, paged, with a name filter")
+            },
+            get(handlers::list_jobs),
+        ),
+        (
+            RouteDoc {
+                errors: &["InvalidJob.NotFound"],
+                ..doc("get", "/v1/jobs/{id}", "Show a job: URL count, cursor, plans, progress per vendor")
+            },
+            get(handlers::get_job),
+        ),
+        (
+            RouteDoc {
+                errors: &["InvalidJob.NotFound", "InvalidParameter"],
+                ..doc("delete", "/v1/jobs/{id}", "Delete a job with its plans and history (nothing may be in flight)")
+            },
+            delete(handlers::delete_job),
+        ),
+        (
+            RouteDoc {
+                errors: &["InvalidJob.NotFound", "InvalidParameter"],
+                ..doc("post", "/v1/jobs/{id}/reset", "Put the job's cursor back to the first URL")
+            },
+            post(handlers::reset_job),
+        ),
+        (
+            RouteDoc {
+                errors: &["InvalidJob.NotFound", "InvalidParameter"],
+                ..doc("post", "/v1/jobs/{id}/urls", "Append URLs (text/plain, one a line, streamed)")
+            },
+            post(handlers::append_urls),
+        ),
+        (
+            RouteDoc {
+                body: Some("RetryFailed"),
+                errors: &["InvalidJob.NotFound", "MissingUrlList", "InvalidEndTime.Mismatch", "TimeParseFailed"],
+                ..doc("post", "/v1/jobs/{id}/retry-failed", "A new plan over exactly the URLs that failed, per vendor")
+            },
+            post(handlers::retry_failed),
+        ),
+        (
+            RouteDoc {
+                errors: &["InvalidJob.NotFound", "InvalidSchedule.NotFound"],
+                ..doc("get", "/v1/jobs/{id}/schedule", "The job's recurring schedule")
+            },
+            get(handlers::get_schedule),
+        ),
+        (
+            RouteDoc {
+                body: Some("ScheduleInput"),
+                errors: &["InvalidJob.NotFound", "InvalidParameter", "TimeParseFailed", "InvalidEndTime.Mismatch"],
+                ..doc("put", "/v1/jobs/{id}/schedule", "Create or replace the job's recurring schedule")
+            },
+            put(handlers::put_schedule),
+        ),
+        (
+            RouteDoc {
+                errors: &["InvalidJob.NotFound"],
+                ..doc("delete", "/v1/jobs/{id}/schedule", "Remove the job's schedule")
+            },
+            delete(handlers::delete_schedule),
+        ),
+        (
+            RouteDoc {
+                body: Some("CreatePlans"),
+                query: &["dry_run"],
+                errors: &["InvalidJob.NotFound", "InvalidParameter", "TimeParseFailed", "InvalidEndTime.Mismatch"],
+                ..doc(
+                    "post",
+                    "/v1/jobs/{id}/plans",
+                    "Create several plans at once, or preview their timetable with dry_run=true",
+                )
+            },
+            post(handlers::create_plans),
+        ),
+        (
+            RouteDoc { errors: &["InvalidJob.NotFound"], ..doc("get", "/v1/jobs/{id}/plans", "List the job's plans") },
+            get(handlers::list_plans),
+        ),
+        (
+            RouteDoc { errors: &["InvalidExecution.NotFound"], ..doc("get", "/v1/plans/{id}", "Show a plan") },
+            get(handlers::get_plan),
+        ),
+        (
+            RouteDoc {
+                body: Some("PlanPatch"),
+                errors: &[
+                    "InvalidExecution.NotFound",
+                    "InvalidEndTime.Mismatch",
+                    "TimeParseFailed",
+                    "InvalidParameter",
+                ],
+                ..doc(
+                    "patch",
+                    "/v1/plans/{id}",
+                    "Update a plan; every field optional (seed 002); answers the updated plan",
+                )
+            },
+            patch(handlers::update_plan),
+        ),
+        (
+            RouteDoc {
+                errors: &["InvalidExecution.NotFound", "InvalidParameter"],
+                ..doc("delete", "/v1/plans/{id}", "Delete a plan")
+            },
+            delete(handlers::delete_plan),
+        ),
+        (
+            RouteDoc {
+                errors: &["InvalidExecution.NotFound", "InvalidParameter"],
+                ..doc("post", "/v1/plans/{id}/start", "Resume a stopped plan")
+            },
+            post(handlers::start_plan),
+        ),
+        (
+            RouteDoc {
+                errors: &["InvalidExecution.NotFound", "InvalidParameter"],
+                ..doc("post", "/v1/plans/{id}/stop", "Pause a waiting or running plan")
+            },
+            post(handlers::stop_plan),
+        ),
+        (
+            RouteDoc {
+                query: &[
+                    "task_id",
+                    "task_type",
+                    "start_time",
+                    "end_time",
+                    "domain",
+                    "url",
+                    "status",
+                    "page_num",
+                    "page_size",
+                ],
+                errors: &["InvalidParameter"],
+                ..doc("get", "/v1/tasks", "Tasks (slices) with per-vendor subtasks (seed 001); default the past 24 h")
+            },
+            get(handlers::list_tasks),
+        ),
+        (
+            doc("get", "/v1/vendors", "Vendor accounts: capabilities, health, circuit, limiter and quota state"),
+            get(handlers::list_vendors),
+        ),
+        (
+            RouteDoc {
+                body: Some("Subscription"),
+                errors: &["NameAlreadyExists", "DeliverExceedLimit", "TimeParseFailed", "InvalidParameter"],
+                ..doc("post", "/v1/report-subscriptions", "Create a report subscription (seed 000)")
+            },
+            post(reports::create),
+        ),
+        (
+            RouteDoc { query: PAGE, ..doc("get", "/v1/report-subscriptions", "List report subscriptions") },
+            get(reports::list),
+        ),
+        (
+            RouteDoc {
+                errors: &["SubscriptionNotFound"],
+                ..doc("get", "/v1/report-subscriptions/{id}", "Show a report subscription")
+            },
+            get(reports::get),
+        ),
+        (
+            RouteDoc {
+                body: Some("Subscription"),
+                errors: &["SubscriptionNotFound", "NameAlreadyExists", "TimeParseFailed", "InvalidParameter"],
+                ..doc("patch", "/v1/report-subscriptions/{id}", "Update a report subscription; every field optional")
+            },
+            patch(reports::update),
+        ),
+        (
+            RouteDoc {
+                errors: &["SubscriptionNotFound"],
+                ..doc("delete", "/v1/report-subscriptions/{id}", "Delete a report subscription")
+            },
+            delete(reports::delete),
+        ),
+    ]
+}
+
 pub fn router(state: AppState) -> Router {
-    let v1 = Router::new()
-        .route("/v1/jobs", post(handlers::create_job).get(handlers::list_jobs))
-        .route("/v1/jobs/{id}", get(handlers::get_job).delete(handlers::delete_job))
-        .route("/v1/jobs/{id}/reset", post(handlers::reset_job))
-        .route("/v1/jobs/{id}/urls", post(handlers::append_urls))
-        .route("/v1/jobs/{id}/retry-failed", post(handlers::retry_failed))
-        .route(
-            "/v1/jobs/{id}/schedule",
-            get(handlers::get_schedule).put(handlers::put_schedule).delete(handlers::delete_schedule),
-        )
-        .route("/v1/jobs/{id}/plans", post(handlers::create_plans).get(handlers::list_plans))
-        .route("/v1/plans/{id}", get(handlers::get_plan).patch(handlers::update_plan).delete(handlers::delete_plan))
-        .route("/v1/plans/{id}/start", post(handlers::start_plan))
-        .route("/v1/plans/{id}/stop", post(handlers::stop_plan))
-        .route("/v1/tasks", get(handlers::list_tasks))
-        .route("/v1/vendors", get(handlers::list_vendors))
-        .route("/v1/report-subscriptions", post(reports::create).get(reports::list))
-        .route("/v1/report-subscriptions/{id}", get(reports::get).patch(reports::update).delete(reports::delete))
-        .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
+    let mut v1 = Router::new();
+    for (d, handler) in v1_routes() {
+        v1 = v1.route(d.path, handler);
+    }
+    let v1 = v1.route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
     Router::new()
         .merge(v1)
+        .route("/v1/openapi.json", get(|| async { Json(openapi()) }))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .layer(axum::extract::DefaultBodyLimit::max(1 << 20))
         .with_state(state)
+}
+
+/// The OpenAPI 3.1 document of the API, built from the same route list the router serves.
+pub fn openapi() -> serde_json::Value {
+    let error = json!({"$ref": "#/components/schemas/Error"});
+    let mut paths = serde_json::Map::new();
+    for (d, _) in v1_routes() {
+        let mut params: Vec<serde_json::Value> = d
+            .path
+            .split('/')
+            .filter_map(|seg| seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
+            .map(|name| json!({"name": name, "in": "path", "required": true, "schema": {"type": "integer"}}))
+            .collect();
+        params.extend(
+            d.query.iter().map(|q| json!({"name": q, "in": "query", "required": false, "schema": {"type": "string"}})),
+        );
+        let mut responses = serde_json::Map::new();
+        responses.insert("200".into(), json!({"description": "the resource (or list) with `request_id`"}));
+        let mut codes: Vec<&str> = vec!["Unauthorized", "TooManyRequests"];
+        codes.extend(d.errors.iter().copied());
+        for code in codes {
+            let status = error_status(code);
+            let entry = responses.entry(status.to_string()).or_insert_with(
+                || json!({"description": "", "content": {"application/json": {"schema": error.clone()}}}),
+            );
+            let desc = entry["description"].as_str().unwrap_or("").to_string();
+            entry["description"] = json!(if desc.is_empty() { code.to_string() } else { format!("{desc}, {code}") });
+        }
+        let mut op =
+            json!({"summary": d.summary, "parameters": params, "responses": responses, "security": [{"bearer": []}]});
+        if let Some(body) = d.body {
+            op["requestBody"] = json!({"required": true, "content": {"application/json": {"schema": {"type": "object", "title": body}}}});
+        }
+        paths.entry(d.path.to_string()).or_insert_with(|| json!({}))[d.method] = op;
+    }
+    for (path, summary) in [
+        ("/healthz", "Alive"),
+        ("/readyz", "Database writable and config loaded"),
+        ("/metrics", "Prometheus text (loopback, a token, or metrics_public)"),
+    ] {
+        paths.insert(path.into(), json!({"get": {"summary": summary, "responses": {"200": {"description": "ok"}}}}));
+    }
+    json!({
+        "openapi": "3.1.0",
+        "info": {"title": "preloadd", "version": env!("CARGO_PKG_VERSION"), "description": "Scheduled CDN preload and purge across vendors"},
+        "paths": paths,
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "schemas": {"Error": {"type": "object", "required": ["code", "message", "request_id"], "properties": {
+                "code": {"type": "string"}, "message": {"type": "string"}, "request_id": {"type": "string"}}}},
+        },
+    })
+}
+
+/// The HTTP status each error code is answered with (DESIGN.md).
+pub fn error_status(code: &str) -> u16 {
+    match code {
+        "Unauthorized" => 401,
+        "TooManyRequests" => 429,
+        "InvalidJob.NotFound" | "InvalidExecution.NotFound" | "InvalidSchedule.NotFound" => 404,
+        _ => 400,
+    }
 }
 
 /// Every `/v1` route needs `Authorization: Bearer <token>`, compared in constant time. A token
