@@ -114,8 +114,13 @@ impl Store {
             .min_connections(1)
             .connect_with(options)
             .await
-            .map_err(|e| StoreError::StateDir { path: path.to_path_buf(), reason: e.to_string() })?;
-        MIGRATOR.run(&pool).await?;
+            .map_err(|e| StoreError::StateDir { path: path.to_path_buf(), reason: explain(&e) })?;
+        MIGRATOR.run(&pool).await.map_err(|e| match e {
+            sqlx::migrate::MigrateError::Execute(db) => {
+                StoreError::StateDir { path: path.to_path_buf(), reason: explain(&db) }
+            }
+            other => StoreError::Migrate(other),
+        })?;
         let store = Store { pool, path: path.to_path_buf() };
         store.check_pragmas().await?;
         Ok(store)
@@ -187,6 +192,23 @@ fn prepare_state_dir(dir: &Path) -> Result<()> {
     std::fs::write(&probe, b"ok").map_err(|e| fail(format!("cannot write in it: {e}")))?;
     let _ = std::fs::remove_file(&probe);
     Ok(())
+}
+
+/// A database error at open, with what to do about it: a damaged file is restored from a
+/// backup, never silently recreated (that would lose every job and its history).
+fn explain(e: &sqlx::Error) -> String {
+    let text = e.to_string();
+    let lower = text.to_ascii_lowercase();
+    if lower.contains("not a database") || lower.contains("malformed") || lower.contains("corrupt") {
+        format!(
+            "{text}: the database file is damaged. Stop the daemon, move the file (and its -wal and -shm) \
+             aside, and restore the latest copy made with `preloadd backup`; see README, Operations"
+        )
+    } else if lower.contains("locked") || lower.contains("busy") {
+        format!("{text}: another process holds the database; is a second preloadd running on the same state_dir?")
+    } else {
+        text
+    }
 }
 
 /// Maps "no row" to [`StoreError::NotFound`].

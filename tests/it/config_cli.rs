@@ -184,3 +184,51 @@ fn secret_files_readable_by_others_are_refused_unless_allowed() {
     let (code, _, err) = check(dir.path(), &allowed);
     assert_eq!(code, 0, "{err}");
 }
+
+#[test]
+fn a_corrupted_database_is_refused_with_recovery_steps_and_left_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = good(dir.path());
+    let state = dir.path().join("state");
+    std::fs::create_dir_all(&state).unwrap();
+    let junk: Vec<u8> = (0..8192u32).map(|i| (i * 31 % 251) as u8).collect();
+    std::fs::write(state.join("preloadd.db"), &junk).unwrap();
+    let path = dir.path().join("preloadd.toml");
+    std::fs::write(&path, text).unwrap();
+    let out = Command::new(BIN).args(["serve", "--config"]).arg(&path).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("damaged") && err.contains("preloadd backup"), "{err}");
+    assert_eq!(std::fs::read(state.join("preloadd.db")).unwrap(), junk, "the damaged file is not overwritten");
+}
+
+#[test]
+fn a_database_locked_by_another_process_is_waited_for_not_failed() {
+    // Another process holds an exclusive lock for a moment: start-up waits (busy_timeout)
+    // instead of failing, then serves.
+    let dir = tempfile::tempdir().unwrap();
+    let text = good(dir.path());
+    let path = dir.path().join("preloadd.toml");
+    std::fs::write(&path, &text).unwrap();
+    let state = dir.path().join("state");
+    std::fs::create_dir_all(&state).unwrap();
+    let db = state.join("preloadd.db");
+    let holder = Command::new("python3")
+        .args([
+            "-c",
+            "import sqlite3,sys,time; c=sqlite3.connect(sys.argv[1], isolation_level=None); \
+             c.execute('BEGIN EXCLUSIVE'); print('locked', flush=True); time.sleep(2); c.execute('COMMIT')",
+        ])
+        .arg(&db)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut holder = holder;
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(holder.stdout.take().unwrap()), &mut line).unwrap();
+    assert_eq!(line.trim(), "locked");
+    let out =
+        Command::new(BIN).args(["backup"]).arg(dir.path().join("copy.db")).arg("--config").arg(&path).output().unwrap();
+    holder.wait().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+}
