@@ -266,6 +266,183 @@ async fn idle(plans: usize, seconds: u64) {
     );
 }
 
+/// API: task listing with filters over many tasks, 50 concurrent clients over loopback HTTP;
+/// baseline: the same store query called directly in the same process (no HTTP, no JSON).
+async fn api(tasks: i64, seconds: u64) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open_dir(dir.path()).await.unwrap();
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let now = clock.now_ms();
+    let j = job(&store, "api", 1_000, now).await;
+    let plan = store
+        .create_plans(
+            j,
+            &[PlanSpec { start_time: now - 3_600_000, end_time: now + 3_600_000, interval_ms: 1000, slice_len: 10 }],
+            "api",
+            now,
+        )
+        .await
+        .unwrap()[0]
+        .id;
+    // Tasks spread over the past 20 hours, ten URLs each, one subtask each.
+    let t0 = Instant::now();
+    let mut tx = store.write().await.unwrap();
+    sqlx::query(
+        "WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i + 1 < ?) \
+         INSERT INTO slices (plan_id, job_id, k, due_at, first_seq, last_seq, url_count, status, created_at, recorded_at, done_at) \
+         SELECT ?, ?, i, ? - i * ?, (i % 100) * 10, (i % 100) * 10 + 9, 10, CASE WHEN i % 7 = 0 THEN 'submitted' ELSE 'done' END, \
+                ? - i * ?, ? - i * ?, ? - i * ? FROM n",
+    )
+    .bind(tasks)
+    .bind(plan)
+    .bind(j)
+    .bind(now)
+    .bind(72_000_000 / tasks.max(1))
+    .bind(now)
+    .bind(72_000_000 / tasks.max(1))
+    .bind(now)
+    .bind(72_000_000 / tasks.max(1))
+    .bind(now)
+    .bind(72_000_000 / tasks.max(1))
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    sqlx::query("UPDATE jobs SET max_slice = 10").execute(&mut *tx).await.unwrap();
+    sqlx::query("INSERT INTO subtasks (slice_id, vendor, status, urls_sent, vendor_task_ids) SELECT id, 'cdn', 'done', 10, '[\"t\"]' FROM slices")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let loaded = t0.elapsed().as_secs_f64();
+    let mut vc = cdn("http://127.0.0.1:9/hook", 10, 100);
+    vc.kind = VendorKind::Webhook;
+    let vendors = Vendors::from_config(&[vc], clock.clone()).unwrap();
+    let engine =
+        Engine::new(store.clone(), vendors, clock.clone(), EngineSettings::default(), CancellationToken::new());
+    let mut api_cfg = preloadd::config::load(std::path::Path::new("/dev/null"), &Default::default())
+        .map(|c| c.api)
+        .unwrap_or_else(|_| panic!("an empty config loads"));
+    api_cfg.token = Some(Secret::new("bench-token"));
+    api_cfg.requests_per_second = 1_000_000;
+    let app = preloadd::api::router(preloadd::api::AppState::new(engine, &api_cfg));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>()).await
+    });
+    let queries = [
+        "/v1/tasks?page_size=10".to_string(),
+        "/v1/tasks?status=executing&page_size=20".to_string(),
+        "/v1/tasks?task_type=preload&page_num=50".to_string(),
+        "/v1/tasks?url=https://bench.example.com/api/505.js".to_string(),
+        format!("/v1/tasks?start_time={}&end_time={}", (now - 7_200_000) / 1000, (now - 3_600_000) / 1000),
+    ];
+    // Baseline: the store query alone, same filters, sequential.
+    let mut base_lat = Vec::new();
+    for k in 0..50 {
+        let f = preloadd::store::TaskFilter {
+            start_ms: now - 86_400_000,
+            end_ms: now + 1,
+            offset: (k % 5) * 10,
+            limit: 10,
+            ..Default::default()
+        };
+        let t = Instant::now();
+        store.list_tasks(&f).await.unwrap();
+        base_lat.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    base_lat.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    // Each filter once, to see which one costs what.
+    let day = (now - 86_400_000, now + 1);
+    let variants: Vec<(&str, preloadd::store::TaskFilter)> = vec![
+        (
+            "status",
+            preloadd::store::TaskFilter {
+                status: Some("executing".into()),
+                start_ms: day.0,
+                end_ms: day.1,
+                limit: 20,
+                ..Default::default()
+            },
+        ),
+        (
+            "task_type",
+            preloadd::store::TaskFilter {
+                task_type: Some("preload".into()),
+                start_ms: day.0,
+                end_ms: day.1,
+                offset: 490,
+                limit: 10,
+                ..Default::default()
+            },
+        ),
+        (
+            "url",
+            preloadd::store::TaskFilter {
+                url: Some("https://bench.example.com/api/505.js".into()),
+                start_ms: day.0,
+                end_ms: day.1,
+                limit: 10,
+                ..Default::default()
+            },
+        ),
+        (
+            "range",
+            preloadd::store::TaskFilter {
+                start_ms: now - 7_200_000,
+                end_ms: now - 3_600_000,
+                limit: 10,
+                ..Default::default()
+            },
+        ),
+    ];
+    for (name, f) in variants {
+        let t = Instant::now();
+        store.list_tasks(&f).await.unwrap();
+        println!("api: filter {name}: {:.1} ms", t.elapsed().as_secs_f64() * 1000.0);
+    }
+    let http = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let mut handles = Vec::new();
+    for c in 0..50usize {
+        let http = http.clone();
+        let base = base.clone();
+        let queries = queries.clone();
+        handles.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            let mut i = c;
+            while Instant::now() < deadline {
+                let t = Instant::now();
+                let r = http
+                    .get(format!("{base}{}", queries[i % queries.len()]))
+                    .bearer_auth("bench-token")
+                    .send()
+                    .await
+                    .unwrap();
+                assert!(r.status().is_success(), "{}", r.status());
+                let _ = r.bytes().await.unwrap();
+                lat.push(t.elapsed().as_secs_f64() * 1000.0);
+                i += 1;
+            }
+            lat
+        }));
+    }
+    let mut lat = Vec::new();
+    for h in handles {
+        lat.extend(h.await.unwrap());
+    }
+    lat.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    println!(
+        "api: {tasks} tasks (loaded in {loaded:.1} s), 50 clients for {seconds} s: {} requests, p50 {:.1} ms, p99 {:.1} ms; \
+         baseline (store query alone, default filter) p50 {:.1} ms, p99 {:.1} ms",
+        lat.len(),
+        percentile(&lat, 0.5),
+        percentile(&lat, 0.99),
+        percentile(&base_lat, 0.5),
+        percentile(&base_lat, 0.99)
+    );
+}
+
 #[tokio::main]
 async fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -292,6 +469,13 @@ async fn main() {
             dispatch(1_000, 20).await
         } else {
             dispatch(5, 2).await
+        }
+    }
+    if want("api") {
+        if bench {
+            api(1_000_000, 20).await
+        } else {
+            api(2_000, 1).await
         }
     }
     if want("idle") {

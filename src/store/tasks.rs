@@ -31,13 +31,15 @@ pub struct TaskView {
 
 impl Store {
     pub async fn list_tasks(&self, f: &TaskFilter) -> Result<(Vec<TaskView>, i64)> {
-        let mut filter =
-            String::from(" FROM slices s JOIN jobs j ON j.id = s.job_id WHERE s.created_at >= ? AND s.created_at < ?");
+        // Only `slices` is scanned: every filter is a condition on it (or a sub-select the planner
+        // runs once), so the created_at and status indexes carry the range and the ordering.
+        let mut filter = String::from(" FROM slices s WHERE s.created_at >= ? AND s.created_at < ?");
         if f.task_id.is_some() {
             filter.push_str(" AND s.id = ?");
         }
         if f.task_type.is_some() {
-            filter.push_str(" AND j.task_type = ?");
+            // `+` keeps the planner on the created_at index (there are few jobs, many slices).
+            filter.push_str(" AND +s.job_id IN (SELECT id FROM jobs WHERE task_type = ?)");
         }
         match f.status.as_deref() {
             Some("executing") => filter.push_str(" AND s.status IN ('pending', 'submitting', 'submitted')"),
@@ -45,8 +47,12 @@ impl Store {
             _ => {}
         }
         if f.url.is_some() {
+            // The URL's (job, seq) pairs come from the (job_id, url) index, one probe per job; then
+            // the slices holding that seq from (job_id, first_seq).
             filter.push_str(
-                " AND EXISTS (SELECT 1 FROM urls u WHERE u.job_id = s.job_id AND u.url = ? AND u.seq BETWEEN s.first_seq AND s.last_seq)",
+                " AND s.id IN (SELECT s2.id FROM jobs jj JOIN urls u ON u.job_id = jj.id AND u.url = ? \
+                 JOIN slices s2 ON s2.job_id = u.job_id AND s2.first_seq <= u.seq AND s2.first_seq > u.seq - jj.max_slice \
+                 AND s2.last_seq >= u.seq)",
             );
         }
         if f.domain.is_some() {
@@ -59,7 +65,7 @@ impl Store {
         let total: i64 = bind_filter(sqlx::query(&count_sql), f).fetch_one(self.pool()).await?.get(0);
         let rows_sql = format!(
             "SELECT s.id, s.plan_id, s.job_id, s.k, s.due_at, s.first_seq, s.last_seq, s.url_count, s.status, s.created_at, \
-             s.recorded_at, s.done_at, j.task_type{filter} ORDER BY s.created_at DESC, s.id DESC LIMIT {} OFFSET {}",
+             s.recorded_at, s.done_at, (SELECT task_type FROM jobs WHERE id = s.job_id) AS task_type{filter} ORDER BY s.created_at DESC, s.id DESC LIMIT {} OFFSET {}",
             f.limit, f.offset
         );
         let rows = bind_filter(sqlx::query(&rows_sql), f).fetch_all(self.pool()).await?;

@@ -576,8 +576,9 @@ async fn take_slice_in(tx: &mut Tx, plan_id: i64, now: i64) -> Result<Option<Sli
     // With nothing left, the plan is due again at once and finishes as soon as this slice
     // is recorded, instead of waiting an interval to find the list empty.
     let next_due = if more.is_some() { next_due_after(due, plan.interval_ms, now, catch_up) } else { now };
-    sqlx::query("UPDATE jobs SET cursor = ?, updated_at = ? WHERE id = ?")
+    sqlx::query("UPDATE jobs SET cursor = ?, max_slice = MAX(max_slice, ?), updated_at = ? WHERE id = ?")
         .bind(last + 1)
+        .bind(count)
         .bind(now)
         .bind(plan.job_id)
         .execute(&mut **tx)

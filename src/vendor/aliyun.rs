@@ -285,9 +285,12 @@ impl AliyunEsa {
         Ok(AliyunEsa { acs: Acs::new(c, ESA_VERSION, clock)?, site_id })
     }
 
-    async fn list_tasks(&self, task: TaskType, since_ms: i64) -> Result<Vec<TaskRow>, VendorError> {
+    /// Tasks since `since_ms`, paged until every one of `wanted` has been seen (the list holds
+    /// the whole site's tasks; there is no filter by several URLs at once).
+    async fn list_tasks(&self, task: TaskType, since_ms: i64, wanted: &[String]) -> Result<Vec<TaskRow>, VendorError> {
         let action = if task == TaskType::Preload { "DescribePreloadTasks" } else { "DescribePurgeTasks" };
-        let mut out = Vec::new();
+        let mut out: Vec<TaskRow> = Vec::new();
+        let mut missing: std::collections::HashSet<&str> = wanted.iter().map(String::as_str).collect();
         for page in 1..=20 {
             let mut params = vec![
                 p("SiteId", self.site_id.clone()),
@@ -302,8 +305,13 @@ impl AliyunEsa {
             let body = self.acs.call(action, params).await?;
             let tasks = body["Tasks"].as_array().cloned().unwrap_or_default();
             out.extend(tasks.iter().map(|t| TaskRow::from_json(t, "Content", "TaskId")));
+            for t in &tasks {
+                if let Some(c) = t["Content"].as_str() {
+                    missing.remove(c);
+                }
+            }
             let total = number(&body["TotalCount"]).unwrap_or(0);
-            if tasks.is_empty() || page * ESA_PAGE_SIZE >= total {
+            if tasks.is_empty() || page * ESA_PAGE_SIZE >= total || missing.is_empty() {
                 break;
             }
         }
@@ -356,7 +364,7 @@ impl VendorApi for AliyunEsa {
         since_ms: i64,
     ) -> BoxFuture<'a, Result<Vec<UrlReport>, VendorError>> {
         Box::pin(async move {
-            let tasks = self.list_tasks(task, since_ms).await?;
+            let tasks = self.list_tasks(task, since_ms, urls).await?;
             Ok(reports(urls, &tasks, &task_ids.iter().collect()))
         })
     }
@@ -367,7 +375,7 @@ impl VendorApi for AliyunEsa {
         urls: &'a [String],
         since_ms: i64,
     ) -> BoxFuture<'a, Result<Option<Vec<String>>, VendorError>> {
-        Box::pin(async move { Ok(proof(urls, &self.list_tasks(task, since_ms).await?)) })
+        Box::pin(async move { Ok(proof(urls, &self.list_tasks(task, since_ms, urls).await?)) })
     }
 
     fn quota<'a>(&'a self, task: TaskType) -> BoxFuture<'a, Result<Option<QuotaReport>, VendorError>> {
