@@ -21,6 +21,9 @@ use crate::model::{SubmitStatus, UrlStatus};
 use crate::store::{Reservation, Store, StoreError, SubtaskWork};
 use crate::vendor::{Accepted, ErrorClass, SubmitRequest, VendorAccount, VendorError, Vendors};
 
+/// How long the loop gathers nudges before a turn (see [`Engine::run`]).
+const NUDGE_GATHER: Duration = Duration::from_millis(10);
+
 /// How far before a request's recorded start the vendor's task list is searched for it.
 const RECONCILE_MARGIN_MS: i64 = 5_000;
 
@@ -38,6 +41,10 @@ pub struct EngineSettings {
     /// The longest the loop sleeps with nothing due: it calls `on_loop` at least this often
     /// (the systemd watchdog is fed from there).
     pub max_idle: Duration,
+    /// How far ahead of its due time the daemon loop takes a slice and commits its state
+    /// (`submitting`, quota), so that the request itself leaves on the due instant instead of
+    /// after a round of fsyncs. Requests never leave before their due time.
+    pub dispatch_lead: Duration,
 }
 
 impl Default for EngineSettings {
@@ -49,6 +56,7 @@ impl Default for EngineSettings {
             poll_max_ms: 60_000,
             poll_give_up_ms: 3 * 24 * 3600 * 1000,
             max_idle: Duration::from_secs(30),
+            dispatch_lead: Duration::from_millis(250),
         }
     }
 }
@@ -145,7 +153,8 @@ impl Engine {
             match account.find_submitted(work.task_type, &chunk, since).await {
                 Ok(Some(task_ids)) => {
                     info!(subtask = id, vendor = %account.name(), "reconciled: the vendor has the in-flight request");
-                    self.accept(&account, &work, chunk.len(), &Accepted::tasks(task_ids)).await?;
+                    let sent_at = work.subtask.submitting_at.unwrap_or(work.slice.due_at);
+                    self.accept(&account, &work, chunk.len(), &Accepted::tasks(task_ids), sent_at).await?;
                 }
                 Ok(None) => {
                     info!(subtask = id, vendor = %account.name(), "reconciled: not found at the vendor, will resubmit");
@@ -163,20 +172,24 @@ impl Engine {
     /// Advances plan statuses and takes every due slice. Returns the new slices' subtask ids.
     pub async fn tick(&self) -> Result<Vec<i64>, StoreError> {
         let now = self.now();
+        self.tick_until(now, now).await
+    }
+
+    /// [`Engine::tick`], also taking the slices due up to `horizon` ahead of time.
+    async fn tick_until(&self, now: i64, horizon: i64) -> Result<Vec<i64>, StoreError> {
         self.fire_schedules(now).await?;
-        for (plan, status) in self.store.advance_plans(now).await? {
+        for (plan, status) in self.store.advance_plans_until(now, horizon).await? {
             info!(plan, status = %status, "plan status changed");
         }
         let mut started = Vec::new();
-        let due = self.store.due_plans(now).await?;
-        for s in self.store.take_slices(&due, now).await? {
-            let late_ms = now - s.slice.due_at;
+        let due = self.store.due_plans(horizon).await?;
+        for s in self.store.take_slices(&due, now, horizon).await? {
             info!(
                 plan = s.slice.plan_id,
                 slice = s.slice.id,
                 k = s.slice.k,
                 urls = s.slice.url_count,
-                late_ms,
+                due_in_ms = s.slice.due_at - now,
                 "slice taken"
             );
             started.extend(s.subtask_ids);
@@ -251,6 +264,7 @@ impl Engine {
         work: &SubtaskWork,
         n: usize,
         accepted: &Accepted,
+        sent_at: i64,
     ) -> Result<bool, StoreError> {
         let now = self.now();
         let caps = account.api.capabilities();
@@ -270,7 +284,7 @@ impl Engine {
             })
             .collect();
         self.store
-            .record_accepted(work.subtask.id, n as i64, &accepted.task_ids, &known, now, first_poll, outcome)
+            .record_accepted(work.subtask.id, n as i64, &accepted.task_ids, &known, sent_at, now, first_poll, outcome)
             .await
     }
 
@@ -314,7 +328,22 @@ impl Engine {
                 }
             };
             self.store.mark_submitting(id, self.now()).await?;
+            // A slice taken ahead of time has its state committed; the request waits for the
+            // due instant.
+            let early_ms = work.slice.due_at - self.now();
+            if early_ms > 0 {
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(early_ms as u64)) => {}
+                    _ = self.cancel.cancelled() => {
+                        if let Some((bucket, day)) = &quota {
+                            self.store.refund_quota(account.name(), bucket, day, chunk.len() as i64).await?;
+                        }
+                        return self.store.defer_subtask(id, None, "", self.now()).await;
+                    }
+                }
+            }
             let mut attempt: u32 = 0;
+            let mut first_sent: Option<i64> = None;
             let accepted = loop {
                 let sent_at = self.now();
                 let req = SubmitRequest {
@@ -339,6 +368,7 @@ impl Engine {
                     warn!(code = %code, "{message}");
                     return self.store.fail_subtask(id, &code, &message, self.now()).await;
                 }
+                first_sent.get_or_insert(sent_at);
                 let e = match account.submit(req).await {
                     Ok(a) => {
                         account.breaker.record(None, self.now());
@@ -393,9 +423,11 @@ impl Engine {
                     }
                 }
             };
-            let complete = self.accept(&account, &work, chunk.len(), &accepted).await?;
+            let sent_at = first_sent.unwrap_or_else(|| self.now());
+            let complete = self.accept(&account, &work, chunk.len(), &accepted, sent_at).await?;
             info!(
                 urls = chunk.len(),
+                late_ms = sent_at - work.slice.due_at,
                 tasks = accepted.task_ids.len(),
                 outcomes = accepted.outcomes.len(),
                 complete,
@@ -526,10 +558,14 @@ impl Engine {
                 continue;
             }
             let now = self.now();
+            let lead = self.settings.dispatch_lead.as_millis() as i64;
             let wake_at = self.store.next_wake().await.ok().flatten();
-            // Work that is due but owned by a worker must not spin the loop: wait for the
-            // worker's nudge, or re-check shortly.
+            // Wake `lead` before a slice is due, to take it ahead. What is due within the lead
+            // but was not taken (a poll, a paused subtask) is waited for exactly. Work that is
+            // due but owned by a worker must not spin the loop: wait for the worker's nudge, or
+            // re-check shortly.
             let wait = match wake_at {
+                Some(t) if t - lead > now => Duration::from_millis((t - lead - now) as u64),
                 Some(t) if t > now => Duration::from_millis((t - now) as u64),
                 Some(_) => Duration::from_millis(50),
                 None => Duration::from_secs(30),
@@ -537,7 +573,14 @@ impl Engine {
             .min(self.settings.max_idle);
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
-                _ = self.wake.notified() => {}
+                _ = self.wake.notified() => {
+                    // Nudges come in bursts (every worker ends with one): gather them into one
+                    // turn, never past the next due instant (slices are taken `lead` ahead).
+                    tokio::select! {
+                        _ = tokio::time::sleep(NUDGE_GATHER.min(wait)) => {}
+                        _ = self.cancel.cancelled() => break,
+                    }
+                }
                 _ = self.cancel.cancelled() => break,
             }
         }
@@ -549,7 +592,8 @@ impl Engine {
     }
 
     async fn dispatch(self: &Arc<Self>) -> Result<(), StoreError> {
-        self.tick().await?;
+        let now = self.now();
+        self.tick_until(now, now + self.settings.dispatch_lead.as_millis() as i64).await?;
         let now = self.now();
         for id in self.store.runnable_subtasks(now).await? {
             if self.is_busy(id) {

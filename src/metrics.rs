@@ -134,7 +134,7 @@ pub fn render(db: &MetricsSnapshot, vendors: &Vendors, daemon: &DaemonStats) -> 
     o.family(
         "preloadd_slice_lateness_seconds",
         "histogram",
-        "How late each slice was taken: created_at minus its due time.",
+        "How late each slice's first vendor request left, against its due time.",
     );
     o.histogram("preloadd_slice_lateness_seconds", &db.lateness);
 

@@ -30,7 +30,7 @@ pub struct MetricsSnapshot {
     pub quota: Vec<(String, String, i64, i64, i64)>,
     /// (vendor, pending subtasks paused until the quota resets).
     pub quota_waits: Vec<(String, i64)>,
-    /// Slice created_at − due_at: how late the engine took each slice.
+    /// How late each slice's first request left: sent_at (or created_at before any send) − due_at.
     pub lateness: Histogram,
     /// Bytes of the database file (pages in use) and of its write-ahead log.
     pub db_bytes: i64,
@@ -104,11 +104,14 @@ impl Store {
         })
     }
 
-    /// Slice lateness (created_at − due_at) over every slice, bucketed in SQL.
+    /// Slice lateness (sent_at, else created_at, − due_at) over every slice, bucketed in SQL.
     async fn lateness_histogram(&self) -> Result<Histogram> {
-        let mut sql = String::from("SELECT COUNT(*), COALESCE(SUM(MAX(created_at - due_at, 0)), 0)");
+        let mut sql = String::from("SELECT COUNT(*), COALESCE(SUM(MAX(COALESCE(sent_at, created_at) - due_at, 0)), 0)");
         for b in LATENESS_BUCKETS {
-            sql.push_str(&format!(", COALESCE(SUM(created_at - due_at <= {}), 0)", (b * 1000.0) as i64));
+            sql.push_str(&format!(
+                ", COALESCE(SUM(COALESCE(sent_at, created_at) - due_at <= {}), 0)",
+                (b * 1000.0) as i64
+            ));
         }
         sql.push_str(" FROM slices");
         let row = sqlx::query(&sql).fetch_one(self.pool()).await?;

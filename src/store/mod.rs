@@ -6,6 +6,7 @@
 //! next side effect.
 
 mod compat;
+mod group;
 mod jobs;
 mod metrics;
 mod plans;
@@ -58,6 +59,9 @@ pub enum StoreError {
     Db(#[from] sqlx::Error),
     #[error("database migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    /// A grouped write was not committed (the batch's commit failed, or the store closed).
+    #[error("database write not committed: {0}")]
+    Commit(String),
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -68,9 +72,14 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 /// The database file name inside `state_dir`.
 pub const DB_FILE: &str = "preloadd.db";
 
+/// The database: a pool of readers, and one writer connection that every write transaction
+/// takes in turn (FIFO, no busy-wait sleeps), either directly ([`Store::write`]) or through the
+/// group committer ([`Store::grouped`]).
 #[derive(Clone, Debug)]
 pub struct Store {
     pool: SqlitePool,
+    writer: SqlitePool,
+    group: tokio::sync::mpsc::UnboundedSender<group::GroupOp>,
     path: PathBuf,
 }
 
@@ -108,26 +117,44 @@ impl Store {
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(Duration::from_secs(10))
             .foreign_keys(true)
-            .pragma("temp_store", "memory");
+            .pragma("temp_store", "memory")
+            // Checkpoints run beside the writer (see `checkpointer`), never inside a commit.
+            .pragma("wal_autocheckpoint", "0");
+        let open_error = |e: sqlx::Error| StoreError::StateDir { path: path.to_path_buf(), reason: explain(&e) };
+        // One writer connection: SQLite has one writer anyway, and waiting in the pool's FIFO
+        // queue wakes a writer the moment the previous one commits, where SQLite's busy handler
+        // would sleep and poll. A long write (a ten-million-URL upload) is waited for.
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .acquire_timeout(Duration::from_secs(300))
+            .connect_with(options.clone())
+            .await
+            .map_err(open_error)?;
+        MIGRATOR.run(&writer).await.map_err(|e| match e {
+            sqlx::migrate::MigrateError::Execute(db) => open_error(db),
+            other => StoreError::Migrate(other),
+        })?;
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
             .min_connections(1)
             .connect_with(options)
             .await
-            .map_err(|e| StoreError::StateDir { path: path.to_path_buf(), reason: explain(&e) })?;
-        MIGRATOR.run(&pool).await.map_err(|e| match e {
-            sqlx::migrate::MigrateError::Execute(db) => {
-                StoreError::StateDir { path: path.to_path_buf(), reason: explain(&db) }
-            }
-            other => StoreError::Migrate(other),
-        })?;
-        let store = Store { pool, path: path.to_path_buf() };
+            .map_err(open_error)?;
+        let group = group::start(writer.clone());
+        tokio::spawn(checkpointer(pool.clone(), wal_path(path)));
+        let store = Store { pool, writer, group, path: path.to_path_buf() };
         store.check_pragmas().await?;
         Ok(store)
     }
 
     async fn check_pragmas(&self) -> Result<()> {
-        let mut conn = self.pool.acquire().await?;
+        self.check_pragmas_of(&self.pool).await?;
+        self.check_pragmas_of(&self.writer).await
+    }
+
+    async fn check_pragmas_of(&self, pool: &SqlitePool) -> Result<()> {
+        let mut conn = pool.acquire().await?;
         let journal: String = sqlx::query_scalar("PRAGMA journal_mode").fetch_one(&mut *conn).await?;
         let sync: i64 = sqlx::query_scalar("PRAGMA synchronous").fetch_one(&mut *conn).await?;
         let fk: i64 = sqlx::query_scalar("PRAGMA foreign_keys").fetch_one(&mut *conn).await?;
@@ -145,7 +172,7 @@ impl Store {
 
     /// Starts a write transaction with `BEGIN IMMEDIATE`.
     pub async fn write(&self) -> Result<Tx> {
-        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+        Ok(self.writer.begin_with("BEGIN IMMEDIATE").await?)
     }
 
     pub fn pool(&self) -> &SqlitePool {
@@ -181,6 +208,42 @@ impl Store {
 
     pub async fn close(&self) {
         self.pool.close().await;
+        self.writer.close().await;
+    }
+}
+
+/// The write-ahead log beside the database file.
+fn wal_path(db: &Path) -> PathBuf {
+    let mut name = db.as_os_str().to_owned();
+    name.push("-wal");
+    PathBuf::from(name)
+}
+
+/// WAL size past which the checkpointer copies it into the database (SQLite's own default is
+/// 1,000 pages, about 4 MiB).
+const CHECKPOINT_WAL_BYTES: u64 = 4 << 20;
+
+/// Moves the write-ahead log into the database file from a reader connection, beside the
+/// writer. SQLite's automatic checkpoint would run inside whichever commit crosses the limit
+/// and stall every writer behind it for the database file's fsync (hundreds of milliseconds
+/// under load); a passive checkpoint here never blocks the writer. Looks twice a second (one
+/// `stat`), and ends when the store is closed.
+async fn checkpointer(readers: SqlitePool, wal: PathBuf) {
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if readers.is_closed() {
+            return;
+        }
+        let big = std::fs::metadata(&wal).map(|m| m.len() > CHECKPOINT_WAL_BYTES).unwrap_or(false);
+        if big {
+            if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)").execute(&readers).await {
+                if !readers.is_closed() {
+                    tracing::warn!(error = %e, "WAL checkpoint failed; will retry");
+                }
+            }
+        }
     }
 }
 

@@ -6,10 +6,12 @@
 //! yet recorded by every vendor, which keeps URLs in order and makes "the slice in flight" a
 //! single, well-defined thing.
 
+use futures_util::FutureExt;
+use sqlx::sqlite::SqliteConnection;
 use sqlx::Row;
 
 use super::plans::plan_in;
-use super::{found, Result, Store, Tx};
+use super::{found, Result, Store, StoreError, Tx};
 use crate::model::{CatchUp, PlanStatus, SubmitStatus, TaskType, UrlStatus};
 
 #[derive(Debug, Clone, PartialEq)]
@@ -120,10 +122,10 @@ pub(super) fn subtask_from_row(r: &sqlx::sqlite::SqliteRow) -> Subtask {
     }
 }
 
-async fn subtask_in(tx: &mut Tx, id: i64) -> Result<Subtask> {
+async fn subtask_in(conn: &mut SqliteConnection, id: i64) -> Result<Subtask> {
     let row = sqlx::query(&format!("SELECT {SUBTASK_COLS} FROM subtasks WHERE id = ?"))
         .bind(id)
-        .fetch_optional(&mut **tx)
+        .fetch_optional(&mut *conn)
         .await?;
     found(row.as_ref().map(subtask_from_row))
 }
@@ -144,6 +146,26 @@ impl Store {
     /// Moves waiting plans whose start has come to running, and closes plans whose window has
     /// passed. Returns the ids of plans that changed status.
     pub async fn advance_plans(&self, now: i64) -> Result<Vec<(i64, PlanStatus)>> {
+        self.advance_plans_until(now, now).await
+    }
+
+    /// [`Store::advance_plans`], starting plans whose start is at most `horizon`: the engine
+    /// prepares a plan's first slice a moment ahead, so that its request leaves on time.
+    pub async fn advance_plans_until(&self, now: i64, horizon: i64) -> Result<Vec<(i64, PlanStatus)>> {
+        // Asked on every turn of the engine loop: a read (two index seeks) first, the write
+        // transaction only when some plan changes.
+        let changes: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM plans WHERE status = 'running' AND end_time <= ?) \
+             OR EXISTS (SELECT 1 FROM plans WHERE status = 'waiting' AND (start_time <= ? OR end_time <= ?))",
+        )
+        .bind(now)
+        .bind(horizon)
+        .bind(now)
+        .fetch_one(self.pool())
+        .await?;
+        if !changes {
+            return Ok(Vec::new());
+        }
         let mut tx = self.write().await?;
         let closed: Vec<i64> = sqlx::query_scalar(
             "UPDATE plans SET status = 'finished', next_due = NULL, updated_at = ? \
@@ -158,7 +180,7 @@ impl Store {
              WHERE status = 'waiting' AND start_time <= ? RETURNING id",
         )
         .bind(now)
-        .bind(now)
+        .bind(horizon)
         .fetch_all(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -184,15 +206,20 @@ impl Store {
     /// The earliest instant after which there may be engine work: a plan starting or closing, a
     /// slice due, a paused subtask resuming, a poll due.
     pub async fn next_wake(&self) -> Result<Option<i64>> {
+        // Each part is one index seek (ORDER BY … LIMIT 1 on an index), whatever the number of
+        // plans: the loop asks this on every turn.
         Ok(sqlx::query_scalar(
             "SELECT MIN(t) FROM ( \
-               SELECT MIN(start_time) AS t FROM plans WHERE status = 'waiting' \
-               UNION ALL SELECT MIN(end_time) FROM plans WHERE status = 'running' \
-               UNION ALL SELECT MIN(next_due) FROM plans p WHERE status = 'running' AND NOT EXISTS \
-                 (SELECT 1 FROM slices s WHERE s.job_id = p.job_id AND s.status IN ('pending', 'submitting')) \
-               UNION ALL SELECT MIN(COALESCE(wait_until, 0)) FROM subtasks WHERE status = 'pending' \
-               UNION ALL SELECT MIN(next_poll_at) FROM subtasks WHERE status = 'submitted' \
-               UNION ALL SELECT MIN(next_fire) FROM schedules WHERE enabled = 1)",
+               SELECT (SELECT start_time FROM plans WHERE status = 'waiting' ORDER BY start_time LIMIT 1) AS t \
+               UNION ALL SELECT (SELECT end_time FROM plans WHERE status = 'running' ORDER BY end_time LIMIT 1) \
+               UNION ALL SELECT (SELECT next_due FROM plans p WHERE status = 'running' AND next_due IS NOT NULL \
+                 AND NOT EXISTS (SELECT 1 FROM slices s WHERE s.job_id = p.job_id AND s.status IN ('pending', 'submitting')) \
+                 ORDER BY next_due LIMIT 1) \
+               UNION ALL SELECT (SELECT MIN(COALESCE(wait_until, 0)) FROM subtasks WHERE status = 'pending') \
+               UNION ALL SELECT (SELECT next_poll_at FROM subtasks WHERE status = 'submitted' AND next_poll_at IS NOT NULL \
+                 ORDER BY next_poll_at LIMIT 1) \
+               UNION ALL SELECT (SELECT next_fire FROM schedules WHERE enabled = 1 AND next_fire IS NOT NULL \
+                 ORDER BY next_fire LIMIT 1))",
         )
         .fetch_one(self.pool())
         .await?)
@@ -203,17 +230,20 @@ impl Store {
     /// and a pending outcome per URL, and moves the cursor — all in one transaction. A plan with
     /// no URL left, or whose window has closed, is finished instead.
     pub async fn take_slice(&self, plan_id: i64, now: i64) -> Result<Option<SliceStart>> {
-        Ok(self.take_slices(&[plan_id], now).await?.pop())
+        Ok(self.take_slices(&[plan_id], now, now).await?.pop())
     }
 
     /// [`Store::take_slice`] for several plans in one transaction: one commit (one fsync) for
     /// everything due at one instant, so a thousand plans due together are not served one
     /// commit after another.
-    pub async fn take_slices(&self, plan_ids: &[i64], now: i64) -> Result<Vec<SliceStart>> {
+    ///
+    /// Slices due up to `horizon` (≥ `now`) are taken ahead of time: their state is durable
+    /// before their due instant, and their workers wait for it before sending.
+    pub async fn take_slices(&self, plan_ids: &[i64], now: i64, horizon: i64) -> Result<Vec<SliceStart>> {
         let mut tx = self.write().await?;
         let mut out = Vec::new();
         for &plan_id in plan_ids {
-            if let Some(s) = take_slice_in(&mut tx, plan_id, now).await? {
+            if let Some(s) = take_slice_in(&mut tx, plan_id, now, horizon).await? {
                 out.push(s);
             }
         }
@@ -283,15 +313,15 @@ impl Store {
     /// Loads a subtask with its slice, job and URLs.
     pub async fn subtask_work(&self, id: i64) -> Result<SubtaskWork> {
         let subtask = self.subtask(id).await?;
-        let row = sqlx::query(&format!("SELECT {SLICE_COLS} FROM slices WHERE id = ?"))
-            .bind(subtask.slice_id)
-            .fetch_one(self.pool())
-            .await?;
+        let cols = SLICE_COLS.split(", ").map(|c| format!("s.{c}")).collect::<Vec<_>>().join(", ");
+        let row = sqlx::query(&format!(
+            "SELECT {cols}, j.name AS job_name, j.task_type FROM slices s JOIN jobs j ON j.id = s.job_id WHERE s.id = ?"
+        ))
+        .bind(subtask.slice_id)
+        .fetch_one(self.pool())
+        .await?;
         let slice = slice_from_row(&row);
-        let (job_name, task_type): (String, String) = sqlx::query_as("SELECT name, task_type FROM jobs WHERE id = ?")
-            .bind(slice.job_id)
-            .fetch_one(self.pool())
-            .await?;
+        let (job_name, task_type): (String, String) = (row.get("job_name"), row.get("task_type"));
         let urls = sqlx::query("SELECT seq, url FROM urls WHERE job_id = ? AND seq BETWEEN ? AND ? ORDER BY seq")
             .bind(slice.job_id)
             .bind(slice.first_seq)
@@ -306,19 +336,27 @@ impl Store {
 
     /// Step 1 of a vendor request: `submitting`, committed before the call goes out.
     pub async fn mark_submitting(&self, id: i64, now: i64) -> Result<()> {
-        let mut tx = self.write().await?;
-        sqlx::query(
-            "UPDATE subtasks SET status = 'submitting', attempts = attempts + 1, submitting_at = ?, \
-             wait_until = NULL, wait_reason = '' WHERE id = ?",
-        )
-        .bind(now)
-        .bind(id)
-        .execute(&mut *tx)
-        .await?;
-        let slice_id = subtask_in(&mut tx, id).await?.slice_id;
-        refresh_slice(&mut tx, slice_id, now).await?;
-        tx.commit().await?;
-        Ok(())
+        self.grouped(move |conn| {
+            async move {
+                let slice_id: i64 = sqlx::query_scalar(
+                    "UPDATE subtasks SET status = 'submitting', attempts = attempts + 1, submitting_at = ?, \
+                     wait_until = NULL, wait_reason = '' WHERE id = ? RETURNING slice_id",
+                )
+                .bind(now)
+                .bind(id)
+                .fetch_optional(&mut *conn)
+                .await?
+                .ok_or(StoreError::NotFound)?;
+                // A slice with a subtask submitting is submitting (what `refresh_slice` derives).
+                sqlx::query("UPDATE slices SET status = 'submitting' WHERE id = ?")
+                    .bind(slice_id)
+                    .execute(&mut *conn)
+                    .await?;
+                Ok(())
+            }
+            .boxed()
+        })
+        .await
     }
 
     /// Step 2: the vendor accepted `n` more URLs of the slice. When the whole slice is accepted,
@@ -332,102 +370,130 @@ impl Store {
         n: i64,
         task_ids: &[String],
         outcomes: &[(i64, UrlStatus, String)],
+        sent_at: i64,
         now: i64,
         first_poll: Option<i64>,
         outcome_without_status: UrlStatus,
     ) -> Result<bool> {
-        let mut tx = self.write().await?;
-        // Outcomes the vendor reported in its answer (a vendor that does the work in the call).
-        for (seq, status, detail) in outcomes {
-            sqlx::query("UPDATE url_outcomes SET status = ?, detail = ? WHERE subtask_id = ? AND seq = ?")
+        let task_ids = task_ids.to_vec();
+        let outcomes = outcomes.to_vec();
+        self.grouped(move |conn| {
+            async move {
+                // Outcomes the vendor reported in its answer (a vendor that does the work in the call).
+                for (seq, status, detail) in &outcomes {
+                    sqlx::query("UPDATE url_outcomes SET status = ?, detail = ? WHERE subtask_id = ? AND seq = ?")
+                        .bind(status.as_str())
+                        .bind(detail)
+                        .bind(id)
+                        .bind(seq)
+                        .execute(&mut *conn)
+                        .await?;
+                }
+                let (slice_id, urls_sent, known_ids, url_count): (i64, i64, String, i64) = sqlx::query_as(
+                    "SELECT st.slice_id, st.urls_sent, st.vendor_task_ids, s.url_count \
+                     FROM subtasks st JOIN slices s ON s.id = st.slice_id WHERE st.id = ?",
+                )
+                .bind(id)
+                .fetch_optional(&mut *conn)
+                .await?
+                .ok_or(StoreError::NotFound)?;
+                let mut ids: Vec<String> = serde_json::from_str(&known_ids).unwrap_or_default();
+                ids.extend(task_ids);
+                let sent = (urls_sent + n).min(url_count);
+                let complete = sent >= url_count;
+                let status = match (complete, first_poll) {
+                    (false, _) => SubmitStatus::Submitting,
+                    (true, Some(_)) => SubmitStatus::Submitted,
+                    (true, None) => SubmitStatus::Done,
+                };
+                sqlx::query(
+                    "UPDATE subtasks SET status = ?, urls_sent = ?, vendor_task_ids = ?, error_code = '', error_message = '', \
+                     submitted_at = CASE WHEN ? THEN ? ELSE submitted_at END, \
+                     done_at = CASE WHEN ? = 'done' THEN ? ELSE done_at END, next_poll_at = ? WHERE id = ?",
+                )
                 .bind(status.as_str())
-                .bind(detail)
+                .bind(sent)
+                .bind(serde_json::to_string(&ids).expect("strings serialize"))
+                .bind(complete)
+                .bind(now)
+                .bind(status.as_str())
+                .bind(now)
+                .bind(if complete { first_poll } else { None })
                 .bind(id)
-                .bind(seq)
-                .execute(&mut *tx)
+                .execute(&mut *conn)
                 .await?;
-        }
-        let st = subtask_in(&mut tx, id).await?;
-        let slice = slice_in(&mut tx, st.slice_id).await?;
-        let mut ids = st.vendor_task_ids.clone();
-        ids.extend(task_ids.iter().cloned());
-        let sent = (st.urls_sent + n).min(slice.url_count);
-        let complete = sent >= slice.url_count;
-        let status = match (complete, first_poll) {
-            (false, _) => SubmitStatus::Submitting,
-            (true, Some(_)) => SubmitStatus::Submitted,
-            (true, None) => SubmitStatus::Done,
-        };
-        sqlx::query(
-            "UPDATE subtasks SET status = ?, urls_sent = ?, vendor_task_ids = ?, error_code = '', error_message = '', \
-             submitted_at = CASE WHEN ? THEN ? ELSE submitted_at END, \
-             done_at = CASE WHEN ? = 'done' THEN ? ELSE done_at END, next_poll_at = ? WHERE id = ?",
-        )
-        .bind(status.as_str())
-        .bind(sent)
-        .bind(serde_json::to_string(&ids).expect("strings serialize"))
-        .bind(complete)
-        .bind(now)
-        .bind(status.as_str())
-        .bind(now)
-        .bind(if complete { first_poll } else { None })
-        .bind(id)
-        .execute(&mut *tx)
-        .await?;
-        if status == SubmitStatus::Done {
-            sqlx::query("UPDATE url_outcomes SET status = ? WHERE subtask_id = ? AND status = 'pending'")
-                .bind(outcome_without_status.as_str())
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
-        }
-        refresh_slice(&mut tx, st.slice_id, now).await?;
-        tx.commit().await?;
-        Ok(complete)
+                if status == SubmitStatus::Done {
+                    sqlx::query("UPDATE url_outcomes SET status = ? WHERE subtask_id = ? AND status = 'pending'")
+                        .bind(outcome_without_status.as_str())
+                        .bind(id)
+                        .execute(&mut *conn)
+                        .await?;
+                }
+                // When the slice's first request left: what its lateness is measured by.
+                sqlx::query("UPDATE slices SET sent_at = MIN(COALESCE(sent_at, ?), ?) WHERE id = ?")
+                    .bind(sent_at)
+                    .bind(sent_at)
+                    .bind(slice_id)
+                    .execute(&mut *conn)
+                    .await?;
+                refresh_slice(conn, slice_id, now).await?;
+                Ok(complete)
+            }
+            .boxed()
+        })
+        .await
     }
 
     /// Puts a subtask back to `pending`, optionally paused until `until` (quota wait, backoff,
     /// shutdown between requests). The progress already accepted is kept.
     pub async fn defer_subtask(&self, id: i64, until: Option<i64>, reason: &str, now: i64) -> Result<()> {
-        let mut tx = self.write().await?;
-        sqlx::query("UPDATE subtasks SET status = 'pending', wait_until = ?, wait_reason = ? WHERE id = ?")
-            .bind(until)
-            .bind(reason)
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
-        let slice_id = subtask_in(&mut tx, id).await?.slice_id;
-        refresh_slice(&mut tx, slice_id, now).await?;
-        tx.commit().await?;
-        Ok(())
+        let reason = reason.to_string();
+        self.grouped(move |conn| {
+            async move {
+                sqlx::query("UPDATE subtasks SET status = 'pending', wait_until = ?, wait_reason = ? WHERE id = ?")
+                    .bind(until)
+                    .bind(reason)
+                    .bind(id)
+                    .execute(&mut *conn)
+                    .await?;
+                let slice_id = subtask_in(conn, id).await?.slice_id;
+                refresh_slice(conn, slice_id, now).await
+            }
+            .boxed()
+        })
+        .await
     }
 
     /// A definitive failure: the vendor's code and message are kept, pending URL outcomes fail.
     /// When every subtask of the slice failed, the plan fails (semantics 3) and the cursor goes
     /// back to the slice, so the job's next plan sends those URLs again.
     pub async fn fail_subtask(&self, id: i64, code: &str, message: &str, now: i64) -> Result<()> {
-        let mut tx = self.write().await?;
-        sqlx::query(
-            "UPDATE subtasks SET status = 'failed', error_code = ?, error_message = ?, done_at = ?, \
-             wait_until = NULL, wait_reason = '' WHERE id = ?",
-        )
-        .bind(code)
-        .bind(message)
-        .bind(now)
-        .bind(id)
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query(
-            "UPDATE url_outcomes SET status = 'failed', detail = ? WHERE subtask_id = ? AND status = 'pending'",
-        )
-        .bind(code)
-        .bind(id)
-        .execute(&mut *tx)
-        .await?;
-        let slice_id = subtask_in(&mut tx, id).await?.slice_id;
-        refresh_slice(&mut tx, slice_id, now).await?;
-        tx.commit().await?;
-        Ok(())
+        let (code, message) = (code.to_string(), message.to_string());
+        self.grouped(move |conn| {
+            async move {
+                sqlx::query(
+                    "UPDATE subtasks SET status = 'failed', error_code = ?, error_message = ?, done_at = ?, \
+                     wait_until = NULL, wait_reason = '' WHERE id = ?",
+                )
+                .bind(&code)
+                .bind(&message)
+                .bind(now)
+                .bind(id)
+                .execute(&mut *conn)
+                .await?;
+                sqlx::query(
+                    "UPDATE url_outcomes SET status = 'failed', detail = ? WHERE subtask_id = ? AND status = 'pending'",
+                )
+                .bind(&code)
+                .bind(id)
+                .execute(&mut *conn)
+                .await?;
+                let slice_id = subtask_in(conn, id).await?.slice_id;
+                refresh_slice(conn, slice_id, now).await
+            }
+            .boxed()
+        })
+        .await
     }
 
     /// Records per-URL outcomes from a status poll; the subtask is `done` once no URL is pending,
@@ -439,38 +505,43 @@ impl Store {
         next_poll: i64,
         now: i64,
     ) -> Result<bool> {
-        let mut tx = self.write().await?;
-        for (seq, status, detail) in outcomes {
-            sqlx::query("UPDATE url_outcomes SET status = ?, detail = ? WHERE subtask_id = ? AND seq = ?")
-                .bind(status.as_str())
-                .bind(detail)
+        let outcomes = outcomes.to_vec();
+        self.grouped(move |conn| {
+            async move {
+                for (seq, status, detail) in &outcomes {
+                    sqlx::query("UPDATE url_outcomes SET status = ?, detail = ? WHERE subtask_id = ? AND seq = ?")
+                        .bind(status.as_str())
+                        .bind(detail)
+                        .bind(id)
+                        .bind(seq)
+                        .execute(&mut *conn)
+                        .await?;
+                }
+                let pending: i64 =
+                    sqlx::query_scalar("SELECT COUNT(*) FROM url_outcomes WHERE subtask_id = ? AND status = 'pending'")
+                        .bind(id)
+                        .fetch_one(&mut *conn)
+                        .await?;
+                let done = pending == 0;
+                sqlx::query(
+                    "UPDATE subtasks SET status = CASE WHEN ? THEN 'done' ELSE status END, \
+                     done_at = CASE WHEN ? THEN ? ELSE done_at END, next_poll_at = CASE WHEN ? THEN NULL ELSE ? END WHERE id = ?",
+                )
+                .bind(done)
+                .bind(done)
+                .bind(now)
+                .bind(done)
+                .bind(next_poll)
                 .bind(id)
-                .bind(seq)
-                .execute(&mut *tx)
+                .execute(&mut *conn)
                 .await?;
-        }
-        let pending: i64 =
-            sqlx::query_scalar("SELECT COUNT(*) FROM url_outcomes WHERE subtask_id = ? AND status = 'pending'")
-                .bind(id)
-                .fetch_one(&mut *tx)
-                .await?;
-        let done = pending == 0;
-        sqlx::query(
-            "UPDATE subtasks SET status = CASE WHEN ? THEN 'done' ELSE status END, \
-             done_at = CASE WHEN ? THEN ? ELSE done_at END, next_poll_at = CASE WHEN ? THEN NULL ELSE ? END WHERE id = ?",
-        )
-        .bind(done)
-        .bind(done)
-        .bind(now)
-        .bind(done)
-        .bind(next_poll)
-        .bind(id)
-        .execute(&mut *tx)
-        .await?;
-        let slice_id = subtask_in(&mut tx, id).await?.slice_id;
-        refresh_slice(&mut tx, slice_id, now).await?;
-        tx.commit().await?;
-        Ok(done)
+                let slice_id = subtask_in(conn, id).await?.slice_id;
+                refresh_slice(conn, slice_id, now).await?;
+                Ok(done)
+            }
+            .boxed()
+        })
+        .await
     }
 
     /// Per-URL outcomes of one subtask, in URL order.
@@ -496,34 +567,40 @@ impl Store {
 }
 
 /// The body of [`Store::take_slice`], inside the caller's transaction.
-async fn take_slice_in(tx: &mut Tx, plan_id: i64, now: i64) -> Result<Option<SliceStart>> {
+async fn take_slice_in(tx: &mut Tx, plan_id: i64, now: i64, horizon: i64) -> Result<Option<SliceStart>> {
     let plan = plan_in(tx, plan_id).await?;
-    let Some(due) = plan.next_due.filter(|d| *d <= now && plan.status == PlanStatus::Running) else {
+    let Some(due) = plan.next_due.filter(|d| *d <= horizon && plan.status == PlanStatus::Running) else {
         return Ok(None);
     };
-    let inflight: i64 =
-        sqlx::query_scalar("SELECT COUNT(*) FROM slices WHERE job_id = ? AND status IN ('pending', 'submitting')")
-            .bind(plan.job_id)
-            .fetch_one(&mut **tx)
-            .await?;
-    if inflight > 0 {
+    if due > now && due >= plan.end_time {
+        // Not due yet, and not inside the window when it is: the plan closes at its end.
+        return Ok(None);
+    }
+    // One round trip for the job's state and whether a slice of it is still in flight.
+    let job = sqlx::query(
+        "SELECT cursor, vendors, catch_up, EXISTS (SELECT 1 FROM slices s WHERE s.job_id = j.id \
+         AND s.status IN ('pending', 'submitting')) AS inflight FROM jobs j WHERE j.id = ?",
+    )
+    .bind(plan.job_id)
+    .fetch_one(&mut **tx)
+    .await?;
+    if job.get::<bool, _>("inflight") {
         return Ok(None);
     }
     if now >= plan.end_time {
         finish_plan(tx, plan_id, now).await?;
         return Ok(None);
     }
-    let job = sqlx::query("SELECT cursor, vendors, catch_up FROM jobs WHERE id = ?")
-        .bind(plan.job_id)
-        .fetch_one(&mut **tx)
-        .await?;
     let cursor: i64 = job.get("cursor");
     let vendors: Vec<String> = serde_json::from_str(&job.get::<String, _>("vendors")).unwrap_or_default();
     let catch_up: CatchUp = job.get::<String, _>("catch_up").parse().unwrap_or(CatchUp::Skip);
-    let (count, first, last): (i64, Option<i64>, Option<i64>) = sqlx::query_as(
-        "SELECT COUNT(*), MIN(seq), MAX(seq) FROM \
-         (SELECT seq FROM urls WHERE job_id = ? AND seq >= ? ORDER BY seq LIMIT ?)",
+    // The slice's URL range, and whether any URL follows it.
+    let (count, first, last, more): (i64, Option<i64>, Option<i64>, bool) = sqlx::query_as(
+        "SELECT c, f, l, EXISTS (SELECT 1 FROM urls WHERE job_id = ? AND seq > l) FROM \
+         (SELECT COUNT(*) AS c, MIN(seq) AS f, MAX(seq) AS l FROM \
+          (SELECT seq FROM urls WHERE job_id = ? AND seq >= ? ORDER BY seq LIMIT ?))",
     )
+    .bind(plan.job_id)
     .bind(plan.job_id)
     .bind(cursor)
     .bind(plan.slice_len)
@@ -568,14 +645,9 @@ async fn take_slice_in(tx: &mut Tx, plan_id: i64, now: i64) -> Result<Option<Sli
         .await?;
         subtask_ids.push(id);
     }
-    let more: Option<i64> = sqlx::query_scalar("SELECT seq FROM urls WHERE job_id = ? AND seq > ? LIMIT 1")
-        .bind(plan.job_id)
-        .bind(last)
-        .fetch_optional(&mut **tx)
-        .await?;
     // With nothing left, the plan is due again at once and finishes as soon as this slice
     // is recorded, instead of waiting an interval to find the list empty.
-    let next_due = if more.is_some() { next_due_after(due, plan.interval_ms, now, catch_up) } else { now };
+    let next_due = if more { next_due_after(due, plan.interval_ms, now, catch_up) } else { now };
     sqlx::query("UPDATE jobs SET cursor = ?, max_slice = MAX(max_slice, ?), updated_at = ? WHERE id = ?")
         .bind(last + 1)
         .bind(count)
@@ -593,35 +665,48 @@ async fn take_slice_in(tx: &mut Tx, plan_id: i64, now: i64) -> Result<Option<Sli
     .bind(plan_id)
     .execute(&mut **tx)
     .await?;
-    let slice = slice_in(tx, slice_id).await?;
+    let slice = Slice {
+        id: slice_id,
+        plan_id,
+        job_id: plan.job_id,
+        k: plan.slices_sent,
+        due_at: due,
+        first_seq: first,
+        last_seq: last,
+        url_count: count,
+        status: SubmitStatus::Pending,
+        created_at: now,
+        recorded_at: None,
+        done_at: None,
+    };
     Ok(Some(SliceStart { slice, subtask_ids }))
 }
 
-async fn slice_in(tx: &mut Tx, id: i64) -> Result<Slice> {
+async fn slice_in(conn: &mut SqliteConnection, id: i64) -> Result<Slice> {
     let row = sqlx::query(&format!("SELECT {SLICE_COLS} FROM slices WHERE id = ?"))
         .bind(id)
-        .fetch_optional(&mut **tx)
+        .fetch_optional(&mut *conn)
         .await?;
     found(row.as_ref().map(slice_from_row))
 }
 
-async fn finish_plan(tx: &mut Tx, plan_id: i64, now: i64) -> Result<()> {
+async fn finish_plan(conn: &mut SqliteConnection, plan_id: i64, now: i64) -> Result<()> {
     sqlx::query(
         "UPDATE plans SET status = 'finished', next_due = NULL, updated_at = ? WHERE id = ? AND status = 'running'",
     )
     .bind(now)
     .bind(plan_id)
-    .execute(&mut **tx)
+    .execute(&mut *conn)
     .await?;
     Ok(())
 }
 
 /// Derives a slice's status from its subtasks, and fails the plan when every vendor failed it.
-async fn refresh_slice(tx: &mut Tx, slice_id: i64, now: i64) -> Result<()> {
+async fn refresh_slice(conn: &mut SqliteConnection, slice_id: i64, now: i64) -> Result<()> {
     let rows: Vec<(String, i64)> =
         sqlx::query_as("SELECT status, COUNT(*) FROM subtasks WHERE slice_id = ? GROUP BY status")
             .bind(slice_id)
-            .fetch_all(&mut **tx)
+            .fetch_all(&mut *conn)
             .await?;
     let count = |s: SubmitStatus| rows.iter().find(|(k, _)| k == s.as_str()).map_or(0, |(_, n)| *n);
     let total: i64 = rows.iter().map(|(_, n)| n).sum();
@@ -638,7 +723,7 @@ async fn refresh_slice(tx: &mut Tx, slice_id: i64, now: i64) -> Result<()> {
     };
     let recorded = status.is_recorded();
     let final_ = status.is_final();
-    let before = slice_in(tx, slice_id).await?;
+    let before = slice_in(conn, slice_id).await?;
     sqlx::query(
         "UPDATE slices SET status = ?, recorded_at = CASE WHEN ? THEN COALESCE(recorded_at, ?) ELSE recorded_at END, \
          done_at = CASE WHEN ? THEN COALESCE(done_at, ?) ELSE done_at END WHERE id = ?",
@@ -649,13 +734,13 @@ async fn refresh_slice(tx: &mut Tx, slice_id: i64, now: i64) -> Result<()> {
     .bind(final_)
     .bind(now)
     .bind(slice_id)
-    .execute(&mut **tx)
+    .execute(&mut *conn)
     .await?;
     if status == SubmitStatus::Failed && before.status != SubmitStatus::Failed {
         let errors: Vec<(String, String, String)> =
             sqlx::query_as("SELECT vendor, error_code, error_message FROM subtasks WHERE slice_id = ? ORDER BY id")
                 .bind(slice_id)
-                .fetch_all(&mut **tx)
+                .fetch_all(&mut *conn)
                 .await?;
         let info = errors.iter().map(|(v, c, m)| format!("{v}: {c}: {m}")).collect::<Vec<_>>().join("; ");
         sqlx::query(
@@ -665,12 +750,12 @@ async fn refresh_slice(tx: &mut Tx, slice_id: i64, now: i64) -> Result<()> {
         .bind(&info)
         .bind(now)
         .bind(before.plan_id)
-        .execute(&mut **tx)
+        .execute(&mut *conn)
         .await?;
         sqlx::query("UPDATE jobs SET cursor = MIN(cursor, ?) WHERE id = ?")
             .bind(before.first_seq)
             .bind(before.job_id)
-            .execute(&mut **tx)
+            .execute(&mut *conn)
             .await?;
     }
     Ok(())

@@ -542,7 +542,7 @@ async fn metrics_parse_as_prometheus_text_and_match_the_database() {
     // Lateness: one observation per slice, the sum is the database's.
     assert_eq!(v("preloadd_slice_lateness_seconds_count", &[]), q("SELECT COUNT(*) FROM slices").await);
     assert_eq!(v("preloadd_slice_lateness_seconds_bucket", &[("le", "+Inf")]), done);
-    let sum_ms = q("SELECT SUM(created_at - due_at) FROM slices").await;
+    let sum_ms = q("SELECT SUM(MAX(COALESCE(sent_at, created_at) - due_at, 0)) FROM slices").await;
     assert!((v("preloadd_slice_lateness_seconds_sum", &[]) - sum_ms / 1000.0).abs() < 1e-6);
     // Quota: the configured daily_quota, minus what was sent today.
     let remaining = q("SELECT remaining FROM quota_usage").await;
@@ -757,7 +757,7 @@ async fn a_changed_list_waits_while_a_slice_of_its_job_is_in_flight() {
 
     // Once the slice is recorded, the next apply (reload or restart) replaces the list.
     store.mark_submitting(sub, t0 + 2).await.unwrap();
-    store.record_accepted(sub, 2, &[], &[], t0 + 3, None, UrlStatus::Done).await.unwrap();
+    store.record_accepted(sub, 2, &[], &[], t0 + 3, t0 + 3, None, UrlStatus::Done).await.unwrap();
     preloadd::ingest::apply_config_jobs(&store, &[job(&b)], false, t0 + 4).await.unwrap();
     assert_eq!(listed(&store, id).await, b, "replaced once nothing is in flight");
     store.close().await;
