@@ -17,6 +17,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, info, info_span, warn, Instrument};
 
 use crate::clock::SharedClock;
+use crate::failpoint::failpoint;
 use crate::model::{SubmitStatus, UrlStatus};
 use crate::store::{Reservation, Store, StoreError, SubtaskWork};
 use crate::vendor::{Accepted, ErrorClass, SubmitRequest, VendorAccount, VendorError, Vendors};
@@ -314,6 +315,7 @@ impl Engine {
                 }
             };
             self.store.mark_submitting(id, self.now()).await?;
+            failpoint!("engine::after_submitting");
             let mut attempt: u32 = 0;
             let accepted = loop {
                 let sent_at = self.now();
@@ -393,6 +395,7 @@ impl Engine {
                     }
                 }
             };
+            failpoint!("engine::before_accept");
             let complete = self.accept(&account, &work, chunk.len(), &accepted).await?;
             info!(
                 urls = chunk.len(),
@@ -484,6 +487,7 @@ impl Engine {
             .task_status(work.task_type, &work.subtask.vendor_task_ids, &urls, submitted - 60_000)
             .instrument(span)
             .await;
+        failpoint!("engine::poll::before_record");
         let now = self.now();
         match reports {
             Ok(reports) => {

@@ -9,6 +9,7 @@
 use sqlx::Row;
 
 use super::plans::plan_in;
+use crate::failpoint::failpoint;
 use super::{found, Result, Store, Tx};
 use crate::model::{CatchUp, PlanStatus, SubmitStatus, TaskType, UrlStatus};
 
@@ -382,6 +383,7 @@ impl Store {
                 .await?;
         }
         refresh_slice(&mut tx, st.slice_id, now).await?;
+        failpoint!("store::record_accepted::before_commit");
         tx.commit().await?;
         Ok(complete)
     }
