@@ -146,7 +146,12 @@ impl Engine {
             match account.find_submitted(work.task_type, &chunk, since).await {
                 Ok(Some(task_ids)) => {
                     info!(subtask = id, vendor = %account.name(), "reconciled: the vendor has the in-flight request");
-                    self.accept(&account, &work, chunk.len(), &Accepted::tasks(task_ids)).await?;
+                    let complete = self.accept(&account, &work, chunk.len(), &Accepted::tasks(task_ids)).await?;
+                    if !complete {
+                        // More requests of the slice to send: `record_accepted` left it
+                        // `submitting`, which no worker picks up; pending, a worker sends the rest.
+                        self.store.defer_subtask(id, None, "", self.now()).await?;
+                    }
                 }
                 Ok(None) => {
                     info!(subtask = id, vendor = %account.name(), "reconciled: not found at the vendor, will resubmit");
