@@ -4,8 +4,8 @@ use sqlx::Row;
 
 use super::plans::insert_plan;
 use super::{Result, Store, StoreError, Tx};
-use crate::failpoint::failpoint;
 use crate::config::{PlanSpec, ScheduleSpec};
+use crate::failpoint::failpoint;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct ScheduleRow {

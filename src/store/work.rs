@@ -9,8 +9,8 @@
 use sqlx::Row;
 
 use super::plans::plan_in;
-use crate::failpoint::failpoint;
 use super::{found, Result, Store, Tx};
+use crate::failpoint::failpoint;
 use crate::model::{CatchUp, PlanStatus, SubmitStatus, TaskType, UrlStatus};
 
 #[derive(Debug, Clone, PartialEq)]

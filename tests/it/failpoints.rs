@@ -448,9 +448,7 @@ async fn restart_after_report_crash(run: &Run, reports: &Reports, sent_before: u
 }
 
 fn delivery_status(run: &Run, start: i64) -> String {
-    run.db()
-        .query_row("SELECT status FROM report_deliveries WHERE period_start = ?", [start], |r| r.get(0))
-        .unwrap()
+    run.db().query_row("SELECT status FROM report_deliveries WHERE period_start = ?", [start], |r| r.get(0)).unwrap()
 }
 
 /// reports::after_send: the report went out, the crash came before it was recorded.
