@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, with its own set-up: the systemd tools the service tests run (package
 # `systemd`: systemd-analyze, systemd-sysusers, systemd-tmpfiles; nothing is started), the Python
-# virtual environment holding the vendors' official SDKs and aiosmtpd, then cargo test.
+# virtual environment holding the vendors' official SDKs and aiosmtpd, then cargo test (with the
+# crash points compiled in: tests/it/failpoints.rs needs them).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if ! command -v systemd-analyze >/dev/null; then
@@ -9,4 +10,4 @@ if ! command -v systemd-analyze >/dev/null; then
     $sudo apt-get update -qq && $sudo apt-get install -y -qq --no-install-recommends systemd
 fi
 ./scripts/python-env.sh
-cargo test --all-targets "$@"
+cargo test --all-targets --features failpoints "$@"

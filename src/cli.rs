@@ -203,6 +203,11 @@ async fn run(cli: Cli) -> i32 {
                 }
             };
             crate::logging::init(cfg.daemon.log_format);
+            // Crash points for recovery tests; a no-op (with a warning if set) without the feature.
+            if let Err(e) = crate::failpoint::arm_from_env() {
+                eprintln!("preloadd: {e}");
+                return EXIT_USAGE;
+            }
             let listener = match tokio::net::TcpListener::bind(cfg.api.listen).await {
                 Ok(l) => l,
                 Err(e) => {

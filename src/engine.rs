@@ -17,6 +17,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, info, info_span, warn, Instrument};
 
 use crate::clock::SharedClock;
+use crate::failpoint::failpoint;
 use crate::model::{SubmitStatus, UrlStatus};
 use crate::store::{Reservation, Store, StoreError, SubtaskWork};
 use crate::vendor::{Accepted, ErrorClass, SubmitRequest, VendorAccount, VendorError, Vendors};
@@ -154,7 +155,12 @@ impl Engine {
                 Ok(Some(task_ids)) => {
                     info!(subtask = id, vendor = %account.name(), "reconciled: the vendor has the in-flight request");
                     let sent_at = work.subtask.submitting_at.unwrap_or(work.slice.due_at);
-                    self.accept(&account, &work, chunk.len(), &Accepted::tasks(task_ids), sent_at).await?;
+                    let complete = self.accept(&account, &work, chunk.len(), &Accepted::tasks(task_ids), sent_at).await?;
+                    if !complete {
+                        // More requests of the slice to send: `record_accepted` left it
+                        // `submitting`, which no worker picks up; pending, a worker sends the rest.
+                        self.store.defer_subtask(id, None, "", self.now()).await?;
+                    }
                 }
                 Ok(None) => {
                     info!(subtask = id, vendor = %account.name(), "reconciled: not found at the vendor, will resubmit");
@@ -342,6 +348,7 @@ impl Engine {
                     }
                 }
             }
+            failpoint!("engine::after_submitting");
             let mut attempt: u32 = 0;
             let mut first_sent: Option<i64> = None;
             let accepted = loop {
@@ -424,6 +431,7 @@ impl Engine {
                 }
             };
             let sent_at = first_sent.unwrap_or_else(|| self.now());
+            failpoint!("engine::before_accept");
             let complete = self.accept(&account, &work, chunk.len(), &accepted, sent_at).await?;
             info!(
                 urls = chunk.len(),
@@ -516,6 +524,7 @@ impl Engine {
             .task_status(work.task_type, &work.subtask.vendor_task_ids, &urls, submitted - 60_000)
             .instrument(span)
             .await;
+        failpoint!("engine::poll::before_record");
         let now = self.now();
         match reports {
             Ok(reports) => {

@@ -14,7 +14,8 @@
 //! - [`compat`]: ESA's scheduled-preload OpenAPI served over the same engine (drop-in).
 //! - [`emulator`]: Alibaba Cloud CDN and ESA emulated over loopback HTTP (`preloadd emulator`).
 //! - [`reports`]: report subscriptions and their scheduled delivery (email, webhooks).
-//! - [`clock`], [`quota`], [`logging`], [`summary`]: small helpers.
+//! - [`clock`], [`quota`], [`logging`], [`summary`]: small helpers; [`failpoint`]: crash points
+//!   for recovery tests (the `failpoints` feature).
 
 pub mod api;
 pub mod cli;
@@ -27,6 +28,7 @@ pub mod daemon;
 pub mod demo;
 pub mod emulator;
 pub mod engine;
+pub mod failpoint;
 pub mod ingest;
 pub mod logging;
 pub mod metrics;

@@ -22,6 +22,7 @@ use tracing::{info, warn};
 
 use crate::clock::{rfc3339, SharedClock};
 use crate::config::SmtpConfig;
+use crate::failpoint::failpoint;
 use crate::store::{self, Store, StoreError};
 
 /// The report ids and their titles.
@@ -390,7 +391,11 @@ impl Reporter {
         }
         for d in self.store.due_deliveries(now).await? {
             let Some(claimed) = self.store.claim_delivery(d, now).await? else { continue };
+            failpoint!("reports::after_claim");
             let result = self.attempt(&claimed).await;
+            if result.is_ok() {
+                failpoint!("reports::after_send");
+            }
             let now = self.clock.now_ms();
             match result {
                 Ok(()) => {

@@ -5,6 +5,7 @@ use sqlx::Row;
 use super::plans::insert_plan;
 use super::{Result, Store, StoreError, Tx};
 use crate::config::{PlanSpec, ScheduleSpec};
+use crate::failpoint::failpoint;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct ScheduleRow {
@@ -201,6 +202,7 @@ impl Store {
         if inserted == 0 {
             return Ok(FireOutcome::AlreadyDone); // dropped: the transaction rolls back
         }
+        failpoint!("store::fire_schedule::before_commit");
         tx.commit().await?;
         Ok(outcome)
     }

@@ -12,6 +12,7 @@ use sqlx::Row;
 
 use super::plans::plan_in;
 use super::{found, Result, Store, StoreError, Tx};
+use crate::failpoint::failpoint;
 use crate::model::{CatchUp, PlanStatus, SubmitStatus, TaskType, UrlStatus};
 
 #[derive(Debug, Clone, PartialEq)]
@@ -437,6 +438,8 @@ impl Store {
                     .execute(&mut *conn)
                     .await?;
                 refresh_slice(conn, slice_id, now).await?;
+                // The crash comes before the group's commit: nothing of this batch is kept.
+                failpoint!("store::record_accepted::before_commit");
                 Ok(complete)
             }
             .boxed()

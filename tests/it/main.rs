@@ -8,6 +8,7 @@ mod compat;
 mod config_cli;
 mod emulator;
 mod engine;
+mod failpoints;
 mod multivendor;
 mod reports;
 mod secrets;
