@@ -155,7 +155,8 @@ impl Engine {
                 Ok(Some(task_ids)) => {
                     info!(subtask = id, vendor = %account.name(), "reconciled: the vendor has the in-flight request");
                     let sent_at = work.subtask.submitting_at.unwrap_or(work.slice.due_at);
-                    let complete = self.accept(&account, &work, chunk.len(), &Accepted::tasks(task_ids), sent_at).await?;
+                    let complete =
+                        self.accept(&account, &work, chunk.len(), &Accepted::tasks(task_ids), sent_at).await?;
                     if !complete {
                         // More requests of the slice to send: `record_accepted` left it
                         // `submitting`, which no worker picks up; pending, a worker sends the rest.
@@ -346,6 +347,14 @@ impl Engine {
                         }
                         return self.store.defer_subtask(id, None, "", self.now()).await;
                     }
+                }
+                // The plan may have been changed or stopped meanwhile, which withdraws the slice.
+                if !self.store.subtask_still_of(id, &work.slice).await? {
+                    if let Some((bucket, day)) = &quota {
+                        self.store.refund_quota(account.name(), bucket, day, chunk.len() as i64).await?;
+                    }
+                    info!("slice withdrawn by a plan change before its due time; not sent");
+                    return Ok(());
                 }
             }
             failpoint!("engine::after_submitting");

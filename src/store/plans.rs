@@ -2,6 +2,7 @@
 
 use sqlx::Row;
 
+use super::work::withdraw_unsent_slice;
 use super::{found, Result, Store, StoreError, Tx};
 use crate::config::PlanSpec;
 use crate::model::PlanStatus;
@@ -60,6 +61,10 @@ pub(super) async fn plan_in(tx: &mut Tx, id: i64) -> Result<Plan> {
         sqlx::query(&format!("SELECT {PLAN_COLS} FROM plans WHERE id = ?")).bind(id).fetch_optional(&mut **tx).await?;
     found(row.as_ref().map(plan_from_row))
 }
+
+/// When a plan's last slice went (or, taken ahead, will go): what "the next slice is due
+/// `interval` after the last one sent" counts from.
+const LAST_SENT: &str = "SELECT MAX(COALESCE(sent_at, MAX(created_at, due_at))) FROM slices WHERE plan_id = ?";
 
 /// Fails with a message naming the other plan when `[start, end)` overlaps an open plan of the job.
 async fn check_overlap(tx: &mut Tx, job_id: i64, start: i64, end: i64, except: Option<i64>) -> Result<()> {
@@ -157,10 +162,9 @@ impl Store {
             return Err(StoreError::Conflict("interval and slice_len must be at least 1".into()));
         }
         check_overlap(&mut tx, plan.job_id, start, end, Some(id)).await?;
-        let last_sent: Option<i64> = sqlx::query_scalar("SELECT MAX(created_at) FROM slices WHERE plan_id = ?")
-            .bind(id)
-            .fetch_one(&mut *tx)
-            .await?;
+        // A slice taken ahead of its due time and not sent yet follows the new values too.
+        withdraw_unsent_slice(&mut tx, id, now).await?;
+        let last_sent: Option<i64> = sqlx::query_scalar(LAST_SENT).bind(id).fetch_one(&mut *tx).await?;
         let mut status = plan.status;
         let mut next_due = plan.next_due;
         if plan.status == PlanStatus::Running || (plan.status == PlanStatus::Waiting && start <= now) {
@@ -201,6 +205,8 @@ impl Store {
                 plan.status
             )));
         }
+        // A slice taken ahead of its due time and not sent yet is not sent.
+        withdraw_unsent_slice(&mut tx, id, now).await?;
         sqlx::query("UPDATE plans SET status = 'stopped', next_due = NULL, updated_at = ? WHERE id = ?")
             .bind(now)
             .bind(id)
@@ -221,10 +227,7 @@ impl Store {
                 plan.status
             )));
         }
-        let last_sent: Option<i64> = sqlx::query_scalar("SELECT MAX(created_at) FROM slices WHERE plan_id = ?")
-            .bind(id)
-            .fetch_one(&mut *tx)
-            .await?;
+        let last_sent: Option<i64> = sqlx::query_scalar(LAST_SENT).bind(id).fetch_one(&mut *tx).await?;
         let (status, next_due) = if now < plan.start_time {
             (PlanStatus::Waiting, None)
         } else if now >= plan.end_time {

@@ -311,6 +311,18 @@ impl Store {
         Ok(rows.iter().map(slice_from_row).collect())
     }
 
+    /// Whether subtask `id` still belongs to `slice` as taken. A withdrawn slice's rows are
+    /// deleted and SQLite may give their ids to the next slice, so the id alone proves nothing.
+    pub async fn subtask_still_of(&self, id: i64, slice: &Slice) -> Result<bool> {
+        let row: Option<(i64, i64, i64)> = sqlx::query_as(
+            "SELECT s.id, s.created_at, s.due_at FROM subtasks st JOIN slices s ON s.id = st.slice_id WHERE st.id = ?",
+        )
+        .bind(id)
+        .fetch_optional(self.pool())
+        .await?;
+        Ok(row == Some((slice.id, slice.created_at, slice.due_at)))
+    }
+
     /// Loads a subtask with its slice, job and URLs.
     pub async fn subtask_work(&self, id: i64) -> Result<SubtaskWork> {
         let subtask = self.subtask(id).await?;
@@ -683,6 +695,41 @@ async fn take_slice_in(tx: &mut Tx, plan_id: i64, now: i64, horizon: i64) -> Res
         done_at: None,
     };
     Ok(Some(SliceStart { slice, subtask_ids }))
+}
+
+/// Takes back a slice of the plan that the engine took ahead of its due time and that has not
+/// been sent yet (due after `now`, no request accepted): its rows go, the job's cursor and the
+/// plan's counters return to before it. Called when a plan is changed or stopped in the moment
+/// between the take and the due instant; the slice's worker finds its subtask gone and sends
+/// nothing.
+pub(super) async fn withdraw_unsent_slice(conn: &mut SqliteConnection, plan_id: i64, now: i64) -> Result<bool> {
+    let slice: Option<(i64, i64, i64, i64)> = sqlx::query_as(
+        "SELECT s.id, s.job_id, s.first_seq, s.url_count FROM slices s WHERE s.plan_id = ? AND s.due_at > ? \
+         AND s.sent_at IS NULL AND s.status IN ('pending', 'submitting') \
+         AND NOT EXISTS (SELECT 1 FROM subtasks st WHERE st.slice_id = s.id AND st.urls_sent > 0)",
+    )
+    .bind(plan_id)
+    .bind(now)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some((slice_id, job_id, first_seq, url_count)) = slice else { return Ok(false) };
+    sqlx::query("DELETE FROM url_outcomes WHERE subtask_id IN (SELECT id FROM subtasks WHERE slice_id = ?)")
+        .bind(slice_id)
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query("DELETE FROM subtasks WHERE slice_id = ?").bind(slice_id).execute(&mut *conn).await?;
+    sqlx::query("DELETE FROM slices WHERE id = ?").bind(slice_id).execute(&mut *conn).await?;
+    sqlx::query("UPDATE jobs SET cursor = MIN(cursor, ?) WHERE id = ?")
+        .bind(first_seq)
+        .bind(job_id)
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query("UPDATE plans SET slices_sent = slices_sent - 1, urls_sent = urls_sent - ? WHERE id = ?")
+        .bind(url_count)
+        .bind(plan_id)
+        .execute(&mut *conn)
+        .await?;
+    Ok(true)
 }
 
 async fn slice_in(conn: &mut SqliteConnection, id: i64) -> Result<Slice> {

@@ -6,6 +6,7 @@ mod cli;
 mod common;
 mod compat;
 mod config_cli;
+mod dispatch;
 mod emulator;
 mod engine;
 mod failpoints;
