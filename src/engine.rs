@@ -22,6 +22,9 @@ use crate::model::{SubmitStatus, UrlStatus};
 use crate::store::{Reservation, Store, StoreError, SubtaskWork};
 use crate::vendor::{Accepted, ErrorClass, SubmitRequest, VendorAccount, VendorError, Vendors};
 
+/// Slices taken in one transaction (see [`Engine::tick`]).
+const TAKE_BATCH: usize = 64;
+
 /// How long the loop gathers nudges before a turn (see [`Engine::run`]).
 const NUDGE_GATHER: Duration = Duration::from_millis(10);
 
@@ -179,27 +182,40 @@ impl Engine {
     /// Advances plan statuses and takes every due slice. Returns the new slices' subtask ids.
     pub async fn tick(&self) -> Result<Vec<i64>, StoreError> {
         let now = self.now();
-        self.tick_until(now, now).await
+        self.tick_until(now, now, |_| {}).await
     }
 
     /// [`Engine::tick`], also taking the slices due up to `horizon` ahead of time.
-    async fn tick_until(&self, now: i64, horizon: i64) -> Result<Vec<i64>, StoreError> {
+    /// Slices are taken `TAKE_BATCH` to a transaction, earliest due first, and `on_taken` hears
+    /// of each batch's subtasks at once: when thousands of plans are due together, the first
+    /// workers start after one short commit, not after all of them.
+    async fn tick_until(
+        &self,
+        now: i64,
+        horizon: i64,
+        mut on_taken: impl FnMut(&[i64]),
+    ) -> Result<Vec<i64>, StoreError> {
         self.fire_schedules(now).await?;
         for (plan, status) in self.store.advance_plans_until(now, horizon).await? {
             info!(plan, status = %status, "plan status changed");
         }
         let mut started = Vec::new();
         let due = self.store.due_plans(horizon).await?;
-        for s in self.store.take_slices(&due, now, horizon).await? {
-            info!(
-                plan = s.slice.plan_id,
-                slice = s.slice.id,
-                k = s.slice.k,
-                urls = s.slice.url_count,
-                due_in_ms = s.slice.due_at - now,
-                "slice taken"
-            );
-            started.extend(s.subtask_ids);
+        for batch in due.chunks(TAKE_BATCH) {
+            let mut taken = Vec::new();
+            for s in self.store.take_slices(batch, now, horizon).await? {
+                info!(
+                    plan = s.slice.plan_id,
+                    slice = s.slice.id,
+                    k = s.slice.k,
+                    urls = s.slice.url_count,
+                    due_in_ms = s.slice.due_at - now,
+                    "slice taken"
+                );
+                taken.extend(s.subtask_ids);
+            }
+            on_taken(&taken);
+            started.extend(taken);
         }
         Ok(started)
     }
@@ -611,18 +627,11 @@ impl Engine {
 
     async fn dispatch(self: &Arc<Self>) -> Result<(), StoreError> {
         let now = self.now();
-        self.tick_until(now, now + self.settings.dispatch_lead.as_millis() as i64).await?;
+        let horizon = now + self.settings.dispatch_lead.as_millis() as i64;
+        self.tick_until(now, horizon, |ids| ids.iter().for_each(|&id| self.start_worker(id))).await?;
         let now = self.now();
         for id in self.store.runnable_subtasks(now).await? {
-            if self.is_busy(id) {
-                continue;
-            }
-            let me = self.clone();
-            self.tracker.spawn(async move {
-                if let Err(e) = me.run_subtask(id).await {
-                    warn!(subtask = id, error = %e, "subtask worker failed");
-                }
-            });
+            self.start_worker(id);
         }
         for id in self.store.pollable_subtasks(now).await? {
             if self.is_busy(id) {
@@ -636,6 +645,19 @@ impl Engine {
             });
         }
         Ok(())
+    }
+
+    /// Spawns a submission worker for the subtask unless one already owns it.
+    fn start_worker(self: &Arc<Self>, id: i64) {
+        if self.is_busy(id) {
+            return;
+        }
+        let me = self.clone();
+        self.tracker.spawn(async move {
+            if let Err(e) = me.run_subtask(id).await {
+                warn!(subtask = id, error = %e, "subtask worker failed");
+            }
+        });
     }
 
     fn is_busy(&self, id: i64) -> bool {
