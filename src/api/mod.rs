@@ -3,6 +3,7 @@
 
 mod handlers;
 mod reports;
+pub mod server;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
@@ -309,6 +310,9 @@ pub fn openapi() -> serde_json::Value {
         let mut responses = serde_json::Map::new();
         responses.insert("200".into(), json!({"description": "the resource (or list) with `request_id`"}));
         let mut codes: Vec<&str> = vec!["Unauthorized", "TooManyRequests"];
+        if matches!(d.method, "post" | "put" | "patch") {
+            codes.push("RequestTimeout");
+        }
         codes.extend(d.errors.iter().copied());
         for code in codes {
             let status = error_status(code);
@@ -348,6 +352,7 @@ pub fn openapi() -> serde_json::Value {
 pub fn error_status(code: &str) -> u16 {
     match code {
         "Unauthorized" => 401,
+        "RequestTimeout" => 408,
         "TooManyRequests" => 429,
         "InvalidJob.NotFound" | "InvalidExecution.NotFound" | "InvalidSchedule.NotFound" => 404,
         _ => 400,
@@ -468,6 +473,16 @@ impl From<StoreError> for ApiError {
             }
         }
     }
+}
+
+/// The answer to a request whose body arrived too slowly (see [`server`]).
+pub fn body_timeout_response() -> Response {
+    ApiError::new(
+        StatusCode::REQUEST_TIMEOUT,
+        "RequestTimeout",
+        "the request body arrived too slowly ([api] body_idle_timeout, body_min_rate); send it again",
+    )
+    .into_response()
 }
 
 async fn healthz() -> Json<serde_json::Value> {
