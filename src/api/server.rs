@@ -221,3 +221,28 @@ where
         self.inner.size_hint()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn body(bytes: u64, waited_s: u64) -> SlowBody<axum::body::Body> {
+        let limits = HttpLimits {
+            body_idle_timeout: Duration::from_secs(10),
+            body_min_rate: 100,
+            ..HttpLimits::default()
+        };
+        let mut b = SlowBody::new(axum::body::Body::empty(), &limits, Arc::default());
+        (b.bytes, b.waited) = (bytes, Duration::from_secs(waited_s));
+        b
+    }
+
+    #[test]
+    fn a_wait_is_at_most_idle_and_shrinks_when_the_rate_falls_behind() {
+        assert_eq!(body(0, 0).allowance(), Duration::from_secs(10), "a fresh body gets the idle limit");
+        assert_eq!(body(0, 4).allowance(), Duration::from_secs(6), "the grace is spent by waiting");
+        assert_eq!(body(0, 10).allowance(), Duration::ZERO, "nothing sent in the grace: cut off");
+        assert_eq!(body(500, 12).allowance(), Duration::from_secs(3), "each byte earns 1/min_rate s");
+        assert_eq!(body(1_000_000, 5).allowance(), Duration::from_secs(10), "never more than idle at once");
+    }
+}

@@ -1,5 +1,6 @@
 //! One integration-test binary (STYLE.md habit 11): real SQLite files, real HTTP on 127.0.0.1.
 
+mod abuse;
 mod api;
 mod bad_input;
 mod cli;
