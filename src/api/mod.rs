@@ -313,6 +313,9 @@ pub fn openapi() -> serde_json::Value {
         if matches!(d.method, "post" | "put" | "patch") {
             codes.push("RequestTimeout");
         }
+        if d.method != "get" {
+            codes.extend(["StorageUnavailable", "InsufficientStorage"]);
+        }
         codes.extend(d.errors.iter().copied());
         for code in codes {
             let status = error_status(code);
@@ -354,6 +357,8 @@ pub fn error_status(code: &str) -> u16 {
         "Unauthorized" => 401,
         "RequestTimeout" => 408,
         "TooManyRequests" => 429,
+        "StorageUnavailable" => 503,
+        "InsufficientStorage" => 507,
         "InvalidJob.NotFound" | "InvalidExecution.NotFound" | "InvalidSchedule.NotFound" => 404,
         _ => 400,
     }
@@ -445,7 +450,7 @@ impl IntoResponse for ApiError {
 
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
-        match e {
+        match &e {
             StoreError::NotFound => {
                 ApiError::new(StatusCode::NOT_FOUND, "InvalidJob.NotFound", "the job does not exist")
             }
@@ -463,6 +468,24 @@ impl From<StoreError> for ApiError {
                 "DeliverExceedLimit",
                 format!("the maximum number of report subscriptions ({max}) is reached"),
             ),
+            StoreError::DiskFull(_) => {
+                tracing::error!(error = %e, "a write failed: the state directory's disk is full");
+                ApiError::new(
+                    StatusCode::INSUFFICIENT_STORAGE,
+                    "InsufficientStorage",
+                    "the disk holding the state database is full; nothing of this request was written. \
+                     Free space in the state directory and send it again (see README, Operations)",
+                )
+            }
+            StoreError::Unwritable(_) => {
+                tracing::error!(error = %e, "a write failed: the state database cannot be written");
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "StorageUnavailable",
+                    "the state database cannot be written (read-only file system or I/O error); nothing of this \
+                     request was written. Make the state directory writable and send it again (see README, Operations)",
+                )
+            }
             other => {
                 tracing::error!(error = %other, "internal error");
                 ApiError::new(

@@ -227,11 +227,8 @@ mod tests {
     use super::*;
 
     fn body(bytes: u64, waited_s: u64) -> SlowBody<axum::body::Body> {
-        let limits = HttpLimits {
-            body_idle_timeout: Duration::from_secs(10),
-            body_min_rate: 100,
-            ..HttpLimits::default()
-        };
+        let limits =
+            HttpLimits { body_idle_timeout: Duration::from_secs(10), body_min_rate: 100, ..HttpLimits::default() };
         let mut b = SlowBody::new(axum::body::Body::empty(), &limits, Arc::default());
         (b.bytes, b.waited) = (bytes, Duration::from_secs(waited_s));
         b

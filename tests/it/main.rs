@@ -7,6 +7,7 @@ mod cli;
 mod common;
 mod compat;
 mod config_cli;
+mod disk;
 mod emulator;
 mod engine;
 mod multivendor;
