@@ -555,10 +555,21 @@ pub fn parse(path: &Path, text: &str, overrides: &Overrides) -> Result<Config, C
     let v = Validator { path, text, allow_insecure_secrets: std::cell::Cell::new(false) };
     let raw: RawFile = toml::from_str(text).map_err(|e| {
         let span = e.span().unwrap_or(0..0);
-        v.err_at(span.start, e.message().to_string())
+        // Some syntax errors (a lone `\r`, say) come without a message: say what is there.
+        let message = match e.message().trim() {
+            "" => match text.get(span.start..).and_then(|t| t.chars().next()) {
+                Some(c) => format!("invalid TOML: unexpected character {c:?}"),
+                None => "invalid TOML: unexpected end of the file".to_string(),
+            },
+            m => m.to_string(),
+        };
+        v.err_at(span.start, message)
     })?;
     v.build(raw, overrides)
 }
+
+/// The longest key an error message repeats (the "key" of a junk line is the whole line).
+const MAX_KEY_CHARS: usize = 64;
 
 struct Validator<'a> {
     path: &'a Path,
@@ -577,10 +588,23 @@ impl Validator<'_> {
         let offset = offset.min(self.text.len());
         let start = self.text[..offset].rfind('\n').map_or(0, |i| i + 1);
         let line = self.text[start..].lines().next().unwrap_or("");
-        match line.split_once('=') {
-            Some((k, _)) => k.trim().trim_matches('"').to_string(),
-            None => line.trim().to_string(),
+        let key = match line.split_once('=') {
+            Some((k, _)) => k.trim().trim_matches('"'),
+            None => line.trim(),
+        };
+        // The line may be anything: keep it printable and short.
+        let mut shown = String::new();
+        for c in key.chars().take(MAX_KEY_CHARS) {
+            if c.is_control() {
+                shown.extend(c.escape_default());
+            } else {
+                shown.push(c);
+            }
         }
+        if key.chars().nth(MAX_KEY_CHARS).is_some() {
+            shown.push('…');
+        }
+        shown
     }
 
     fn err_at(&self, offset: usize, message: String) -> ConfigError {
@@ -1379,6 +1403,18 @@ slice_len = 100
             let e = with(bad).unwrap_err();
             assert_eq!((e.line, e.key.as_str()), (3, key), "{bad}: {e}");
         }
+    }
+
+    #[test]
+    fn junk_lines_get_a_message_and_a_short_printable_key() {
+        // Found by the `config` fuzz target: a lone `\r` before NULs gave an empty message and
+        // echoed the NULs as the key.
+        let e = parse_str("[daemon]\nstate_dir = \"/x\"\n\r\0\0\0\n").unwrap_err();
+        assert_eq!(e.line, 3, "{e}");
+        assert!(!e.message.is_empty(), "{e:?}");
+        assert!(!e.key.chars().any(char::is_control), "{e:?}");
+        let e = parse_str(&format!("{}\n", "x".repeat(10_000))).unwrap_err();
+        assert!(e.key.chars().count() <= 65, "{e:?}");
     }
 
     #[test]

@@ -22,7 +22,9 @@ fuzz_target!(|data: &[u8]| {
     match config::load_bytes(Path::new(PATH), data.to_vec(), &Overrides::default()) {
         Err(e) => {
             assert!(e.line >= 1 && e.line <= lines, "the error's line {} is in the input ({lines} lines): {e}", e.line);
-            assert!(!e.message.is_empty(), "{e:?}");
+            assert!(!e.message.trim().is_empty(), "every error says what is wrong: {e:?}");
+            assert!(!e.key.chars().any(char::is_control), "the key is printable: {e:?}");
+            assert!(e.key.chars().count() <= 65, "the key is short: {e:?}");
             let shown = e.to_string();
             assert!(shown.starts_with(&format!("{PATH}:{}: ", e.line)), "the error names file and line: {shown}");
             if !e.key.is_empty() {
