@@ -24,7 +24,8 @@ fuzz_target!(|data: &[u8]| {
             assert!(e.line >= 1 && e.line <= lines, "the error's line {} is in the input ({lines} lines): {e}", e.line);
             assert!(!e.message.trim().is_empty(), "every error says what is wrong: {e:?}");
             assert!(!e.key.chars().any(char::is_control), "the key is printable: {e:?}");
-            assert!(e.key.chars().count() <= 65, "the key is short: {e:?}");
+            // At most 64 characters of the line, control characters escaped (`\u{0}`).
+            assert!(e.key.chars().count() <= 64 * 8 + 1, "the key is short: {e:?}");
             let shown = e.to_string();
             assert!(shown.starts_with(&format!("{PATH}:{}: ", e.line)), "the error names file and line: {shown}");
             if !e.key.is_empty() {
