@@ -551,6 +551,18 @@ mod tests {
     use super::*;
 
     #[test]
+    fn storage_failures_answer_507_or_503_with_what_to_do() {
+        let full = ApiError::from(StoreError::DiskFull("database or disk is full".into()));
+        assert_eq!((full.status.as_u16(), full.code), (507, "InsufficientStorage"));
+        assert!(full.message.contains("full") && full.message.contains("nothing of this request"), "{full:?}");
+        let ro = ApiError::from(StoreError::Unwritable("attempt to write a readonly database".into()));
+        assert_eq!((ro.status.as_u16(), ro.code), (503, "StorageUnavailable"));
+        assert!(ro.message.contains("read-only"), "{ro:?}");
+        assert_eq!(error_status("InsufficientStorage"), 507);
+        assert_eq!(error_status("StorageUnavailable"), 503);
+    }
+
+    #[test]
     fn metrics_are_open_to_loopback_or_when_public_else_need_the_token() {
         let access = Access { token: Some(Secret::new("t")), metrics_public: false };
         let req = |auth: Option<&str>| {

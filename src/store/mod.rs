@@ -293,4 +293,31 @@ mod tests {
             store.check_writable().await.expect("no connection stuck inside a transaction");
         }
     }
+
+    #[tokio::test]
+    async fn storage_failures_are_told_apart_from_other_database_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_dir(dir.path()).await.unwrap();
+        let mut conn = store.pool().acquire().await.unwrap();
+        // SQLITE_READONLY, as a read-only file system gives.
+        sqlx::query("PRAGMA query_only = 1").execute(&mut *conn).await.unwrap();
+        let e = sqlx::query("CREATE TABLE t (x)").execute(&mut *conn).await.unwrap_err();
+        let e = StoreError::from(e);
+        assert!(matches!(e, StoreError::Unwritable(_)) && e.is_storage(), "{e:?}");
+        assert!(e.to_string().contains("cannot be written"), "{e}");
+        // SQLITE_FULL, as a full disk gives.
+        sqlx::query("PRAGMA query_only = 0").execute(&mut *conn).await.unwrap();
+        let pages: i64 = sqlx::query_scalar("PRAGMA page_count").fetch_one(&mut *conn).await.unwrap();
+        sqlx::query(&format!("PRAGMA max_page_count = {pages}")).execute(&mut *conn).await.unwrap();
+        let e = sqlx::query("CREATE TABLE t (x); INSERT INTO t SELECT zeroblob(100000)")
+            .execute(&mut *conn)
+            .await
+            .unwrap_err();
+        let e = StoreError::from(e);
+        assert!(matches!(e, StoreError::DiskFull(_)) && e.is_storage(), "{e:?}");
+        assert!(e.to_string().contains("disk holding the database is full"), "{e}");
+        conn.close().await.unwrap();
+        let e = StoreError::from(sqlx::Error::RowNotFound);
+        assert!(matches!(e, StoreError::Db(_)) && !e.is_storage(), "{e:?}");
+    }
 }
