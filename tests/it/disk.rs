@@ -248,7 +248,7 @@ async fn a_full_disk_is_a_clear_error_writes_nothing_and_heals_once_space_is_fre
 
     let filler = fill(&state);
     // A big list cannot be written: the API's error shape, naming the disk; nothing is kept.
-    let big = urls("big", 30_000);
+    let big = urls("big", 50_000);
     let (st, b) = create_job(&daemon, "big", &big).await;
     assert_eq!((st, b["code"].as_str()), (507, Some("InsufficientStorage")), "{b}");
     assert!(b["message"].as_str().is_some_and(|m| m.contains("disk") && m.contains("full")), "{b}");
@@ -264,7 +264,7 @@ async fn a_full_disk_is_a_clear_error_writes_nothing_and_heals_once_space_is_fre
     std::fs::remove_file(&filler).unwrap();
     wait_all_delivered(&daemon, &recv, &first).await;
     let (st, b) = create_job(&daemon, "big", &big).await;
-    assert_eq!((st, b["added"].as_u64()), (201, Some(30_000)), "{b}");
+    assert_eq!((st, b["added"].as_u64()), (201, Some(50_000)), "{b}");
     daemon.stop();
 }
 
