@@ -245,6 +245,9 @@ impl Client {
         };
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(300))
+            // Below the daemon's default `header_timeout` (10 s), which also closes idle
+            // keep-alive connections: never reuse one the daemon is about to close.
+            .pool_idle_timeout(Duration::from_secs(5))
             .build()
             .map_err(|e| ClientError { status: 0, message: e.to_string() })?;
         Ok(Client { http, base: conn.server.trim_end_matches('/').to_string(), token })

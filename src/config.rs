@@ -19,6 +19,9 @@ pub const MAX_SLICE_LEN: i64 = 1_000_000;
 /// The longest interval or window: a year.
 pub const MAX_SPAN_MS: i64 = 366 * 24 * 3600 * 1000;
 
+/// The most connections `[api] max_connections` may allow (each holds a file descriptor).
+pub const MAX_CONNECTIONS: usize = 100_000;
+
 /// The default config path, overridden by `--config` or `PRELOADD_CONFIG`.
 pub const DEFAULT_PATH: &str = "/etc/preloadd/preloadd.toml";
 
@@ -136,6 +139,36 @@ pub struct ApiConfig {
     pub metrics_public: bool,
     /// The drop-in ESA scheduled-preload facade (`[api.compat]`), when configured.
     pub compat: Option<CompatConfig>,
+    /// Slow-client limits of the API's listeners (and `[api.compat]`'s).
+    pub limits: HttpLimits,
+}
+
+/// What a client may take of the server: `[api] header_timeout`, `body_idle_timeout`,
+/// `body_min_rate`, `max_connections`. Slowloris-style clients are cut off by these, so a
+/// handful of sockets cannot hold the API (or a text/plain upload's write transaction) forever.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HttpLimits {
+    /// The request line and headers must arrive whole within this, or the connection is closed.
+    /// An idle keep-alive connection is closed after it too.
+    pub header_timeout: Duration,
+    /// The longest silence while a request body is read: beyond it, 408 `RequestTimeout`.
+    pub body_idle_timeout: Duration,
+    /// The slowest average body rate kept up, in bytes per second of waiting for the client,
+    /// once the first `body_idle_timeout` of waiting is used up: slower, 408 `RequestTimeout`.
+    pub body_min_rate: u64,
+    /// Connections open at once; more wait in the listen backlog until one closes.
+    pub max_connections: usize,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        HttpLimits {
+            header_timeout: Duration::from_secs(10),
+            body_idle_timeout: Duration::from_secs(30),
+            body_min_rate: 1024,
+            max_connections: 512,
+        }
+    }
 }
 
 /// `[api.compat]`: ESA's scheduled-preload OpenAPI on a listener of its own.
@@ -355,6 +388,10 @@ struct RawApi {
     allow_private_lists: Option<bool>,
     max_report_subscriptions: Option<Spanned<usize>>,
     metrics_public: Option<bool>,
+    header_timeout: Option<Spanned<DurationValue>>,
+    body_idle_timeout: Option<Spanned<DurationValue>>,
+    body_min_rate: Option<Spanned<u64>>,
+    max_connections: Option<Spanned<usize>>,
     compat: Option<RawCompat>,
 }
 
@@ -494,6 +531,12 @@ pub fn load(path: &Path, overrides: &Overrides) -> Result<Config, ConfigError> {
         key: String::new(),
         message: format!("cannot read the config file: {e}"),
     })?;
+    load_bytes(path, bytes, overrides)
+}
+
+/// Validates the raw bytes of a config file (the fuzz target's entry point): invalid UTF-8 is
+/// an error naming the line it starts on; `path` is used for messages and relative paths.
+pub fn load_bytes(path: &Path, bytes: Vec<u8>, overrides: &Overrides) -> Result<Config, ConfigError> {
     let text = String::from_utf8(bytes).map_err(|e| {
         let offset = e.utf8_error().valid_up_to();
         let line = 1 + e.as_bytes()[..offset].iter().filter(|&&b| b == b'\n').count();
@@ -512,10 +555,21 @@ pub fn parse(path: &Path, text: &str, overrides: &Overrides) -> Result<Config, C
     let v = Validator { path, text, allow_insecure_secrets: std::cell::Cell::new(false) };
     let raw: RawFile = toml::from_str(text).map_err(|e| {
         let span = e.span().unwrap_or(0..0);
-        v.err_at(span.start, e.message().to_string())
+        // Some syntax errors (a lone `\r`, say) come without a message: say what is there.
+        let message = match e.message().trim() {
+            "" => match text.get(span.start..).and_then(|t| t.chars().next()) {
+                Some(c) => format!("invalid TOML: unexpected character {c:?}"),
+                None => "invalid TOML: unexpected end of the file".to_string(),
+            },
+            m => m.to_string(),
+        };
+        v.err_at(span.start, message)
     })?;
     v.build(raw, overrides)
 }
+
+/// The longest key an error message repeats (the "key" of a junk line is the whole line).
+const MAX_KEY_CHARS: usize = 64;
 
 struct Validator<'a> {
     path: &'a Path,
@@ -534,10 +588,23 @@ impl Validator<'_> {
         let offset = offset.min(self.text.len());
         let start = self.text[..offset].rfind('\n').map_or(0, |i| i + 1);
         let line = self.text[start..].lines().next().unwrap_or("");
-        match line.split_once('=') {
-            Some((k, _)) => k.trim().trim_matches('"').to_string(),
-            None => line.trim().to_string(),
+        let key = match line.split_once('=') {
+            Some((k, _)) => k.trim().trim_matches('"'),
+            None => line.trim(),
+        };
+        // The line may be anything: keep it printable and short.
+        let mut shown = String::new();
+        for c in key.chars().take(MAX_KEY_CHARS) {
+            if c.is_control() {
+                shown.extend(c.escape_default());
+            } else {
+                shown.push(c);
+            }
         }
+        if key.chars().nth(MAX_KEY_CHARS).is_some() {
+            shown.push('…');
+        }
+        shown
     }
 
     fn err_at(&self, offset: usize, message: String) -> ConfigError {
@@ -854,9 +921,40 @@ impl Validator<'_> {
             Some(r) => *r.get_ref(),
             None => 50,
         };
+        let defaults = HttpLimits::default();
+        let positive_duration = |d: &Option<Spanned<DurationValue>>, key: &str, default: Duration| match d {
+            None => Ok(default),
+            Some(d) => match self.duration(d, key)? {
+                v if v.is_zero() => Err(self.err(d, key, "must be more than 0")),
+                v => Ok(v),
+            },
+        };
+        let limits = HttpLimits {
+            header_timeout: positive_duration(&a.header_timeout, "header_timeout", defaults.header_timeout)?,
+            body_idle_timeout: positive_duration(
+                &a.body_idle_timeout,
+                "body_idle_timeout",
+                defaults.body_idle_timeout,
+            )?,
+            body_min_rate: match &a.body_min_rate {
+                Some(r) if *r.get_ref() == 0 => {
+                    return Err(self.err(r, "body_min_rate", "must be at least 1 (bytes per second)"))
+                }
+                Some(r) => *r.get_ref(),
+                None => defaults.body_min_rate,
+            },
+            max_connections: match &a.max_connections {
+                Some(m) if !(1..=MAX_CONNECTIONS).contains(m.get_ref()) => {
+                    return Err(self.err(m, "max_connections", format!("must be between 1 and {MAX_CONNECTIONS}")))
+                }
+                Some(m) => *m.get_ref(),
+                None => defaults.max_connections,
+            },
+        };
         Ok(ApiConfig {
             listen,
             token,
+            limits,
             requests_per_second,
             allow_private_lists: a.allow_private_lists.unwrap_or(false),
             compat: None,
@@ -1274,6 +1372,49 @@ slice_len = 100
         let e = parse_str(&GOOD.replace("[daemon]", "[api]\nmetrics_publik = true\n\n[daemon]")).unwrap_err();
         assert_eq!(e.line, 3, "{e}");
         assert!(e.to_string().contains("metrics_publik"), "{e}");
+    }
+
+    #[test]
+    fn slow_client_limits_have_defaults_and_are_checked() {
+        assert_eq!(parse_str(GOOD).unwrap().api.limits, HttpLimits::default());
+        let with = |keys: &str| parse_str(&GOOD.replace("[daemon]", &format!("[api]\n{keys}\n\n[daemon]")));
+        let l = with("header_timeout = \"2s\"\nbody_idle_timeout = 5\nbody_min_rate = 10\nmax_connections = 3")
+            .unwrap()
+            .api
+            .limits;
+        assert_eq!(
+            l,
+            HttpLimits {
+                header_timeout: Duration::from_secs(2),
+                body_idle_timeout: Duration::from_secs(5),
+                body_min_rate: 10,
+                max_connections: 3
+            }
+        );
+        for (bad, key) in [
+            ("header_timeout = 0", "header_timeout"),
+            ("header_timeout = \"soon\"", "header_timeout"),
+            ("body_idle_timeout = \"0s\"", "body_idle_timeout"),
+            ("body_min_rate = 0", "body_min_rate"),
+            ("body_min_rate = -1", "body_min_rate"),
+            ("max_connections = 0", "max_connections"),
+            ("max_connections = 1000000", "max_connections"),
+        ] {
+            let e = with(bad).unwrap_err();
+            assert_eq!((e.line, e.key.as_str()), (3, key), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn junk_lines_get_a_message_and_a_short_printable_key() {
+        // Found by the `config` fuzz target: a lone `\r` before NULs gave an empty message and
+        // echoed the NULs as the key.
+        let e = parse_str("[daemon]\nstate_dir = \"/x\"\n\r\0\0\0\n").unwrap_err();
+        assert_eq!(e.line, 3, "{e}");
+        assert!(!e.message.is_empty(), "{e:?}");
+        assert!(!e.key.chars().any(char::is_control), "{e:?}");
+        let e = parse_str(&format!("{}\n", "x".repeat(10_000))).unwrap_err();
+        assert!(e.key.chars().count() <= 65, "{e:?}");
     }
 
     #[test]

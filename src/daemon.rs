@@ -117,13 +117,17 @@ pub async fn run(
     let state = AppState::new(engine.clone(), &config.api);
     state.stats.config_loaded_at_ms.store(now, Ordering::Relaxed);
     let app = crate::api::router(state.clone());
-    let api_cancel = cancel.clone();
     let addr = listener.local_addr()?;
-    let api = tokio::spawn(async move {
-        axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-            .with_graceful_shutdown(async move { api_cancel.cancelled().await })
-            .await
-    });
+    let limits = config.api.limits;
+    let grace = config.daemon.shutdown_timeout;
+    let api = tokio::spawn(crate::api::server::serve(
+        listener,
+        app,
+        limits,
+        crate::api::body_timeout_response,
+        cancel.clone(),
+        grace,
+    ));
     let compat = match &config.api.compat {
         Some(c) => {
             let listener = match opts.compat_listener {
@@ -134,10 +138,8 @@ pub async fn run(
             };
             info!(listen = %listener.local_addr()?, "ESA-compatible API listening");
             let app = crate::compat::router(engine.clone(), c.clone());
-            let cancel = cancel.clone();
-            Some(tokio::spawn(async move {
-                axum::serve(listener, app).with_graceful_shutdown(async move { cancel.cancelled().await }).await
-            }))
+            let on_timeout = crate::compat::body_timeout_response;
+            Some(tokio::spawn(crate::api::server::serve(listener, app, limits, on_timeout, cancel.clone(), grace)))
         }
         None => None,
     };
@@ -156,8 +158,7 @@ pub async fn run(
         trigger.cancel();
     });
     tokio::spawn(status.clone().every(Duration::from_secs(10), cancel.clone()));
-    // How long SIGTERM waits for in-flight vendor calls; a reload does not change it.
-    let grace = config.daemon.shutdown_timeout;
+    // How long SIGTERM waits for in-flight vendor calls (and API requests); a reload does not change it.
     if let Some(mut requests) = opts.reload.take() {
         let reloader = Reloader { config, overrides: opts.overrides, clock: opts.clock.clone(), state, status };
         let cancel = cancel.clone();
@@ -297,6 +298,10 @@ impl Reloader {
         let old = &self.config;
         let restart_only = [
             ("[api] listen", old.api.listen != new.api.listen),
+            (
+                "[api] header_timeout, body_idle_timeout, body_min_rate or max_connections",
+                old.api.limits != new.api.limits,
+            ),
             ("[daemon] state_dir", old.daemon.state_dir != new.daemon.state_dir),
             ("[daemon] database_url", old.daemon.database_url != new.daemon.database_url),
             ("[daemon] log_format", old.daemon.log_format != new.daemon.log_format),
@@ -310,6 +315,7 @@ impl Reloader {
         let mut new = new;
         // Keep what is in force until a restart, so the next reload compares against it.
         new.api.listen = old.api.listen;
+        new.api.limits = old.api.limits;
         new.daemon = old.daemon.clone();
         self.config = new;
         Ok(())

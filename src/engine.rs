@@ -7,6 +7,7 @@
 //! when something is due and sleeps otherwise (no busy polling).
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -72,6 +73,9 @@ pub struct Engine {
     settings: EngineSettings,
     /// Subtasks a worker currently owns, so a tick never starts a second worker for one.
     busy: Mutex<HashSet<i64>>,
+    /// A subtask worker failed on the database (a full disk, say): its subtask may be left
+    /// `submitting`, to be reconciled as at a start once writes succeed again.
+    reconcile: AtomicBool,
     wake: Notify,
     cancel: CancellationToken,
     tracker: TaskTracker,
@@ -101,6 +105,7 @@ impl Engine {
             clock,
             settings,
             busy: Mutex::new(HashSet::new()),
+            reconcile: AtomicBool::new(false),
             wake: Notify::new(),
             cancel,
             tracker: TaskTracker::new(),
@@ -133,7 +138,8 @@ impl Engine {
     /// Startup reconciliation (DESIGN.md semantics 8): a subtask left `submitting` by a crash is
     /// looked up in the vendor's task list for the URLs of its in-flight request; found, it is
     /// recorded as accepted; not found (or the vendor has no task list), it goes back to pending
-    /// and is sent again.
+    /// and is sent again. [`Engine::run`] also runs it after a subtask worker failed on the
+    /// database (a full disk, a lock held too long), skipping subtasks a worker owns.
     pub async fn recover(&self) -> Result<usize, StoreError> {
         self.recover_with(&|| {}).await
     }
@@ -142,8 +148,11 @@ impl Engine {
     /// timeout, and the watchdog must not take a slow reconciliation for a stuck engine.
     async fn recover_with(&self, progress: &(dyn Fn() + Send + Sync)) -> Result<usize, StoreError> {
         let ids = self.store.submitting_subtasks().await?;
-        let n = ids.len();
+        let mut n = 0;
         for id in ids {
+            // One a worker owns is in flight, not left behind (none is at a start).
+            let Some(_guard) = self.claim(id) else { continue };
+            n += 1;
             progress();
             let work = self.store.subtask_work(id).await?;
             let Some(account) = self.vendors().get(&work.subtask.vendor).cloned() else {
@@ -583,6 +592,21 @@ impl Engine {
             if self.cancel.is_cancelled() {
                 break;
             }
+            if self.reconcile.swap(false, Ordering::Relaxed) {
+                match self.recover_with(&on_loop).await {
+                    Ok(0) => {}
+                    Ok(n) => info!(subtasks = n, "reconciled subtasks a failed database write left submitting"),
+                    Err(e) => {
+                        self.reconcile.store(true, Ordering::Relaxed);
+                        warn!(error = %e, "reconciling subtasks left submitting failed; retrying shortly");
+                        tokio::select! {
+                            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                            _ = self.cancel.cancelled() => break,
+                        }
+                        continue;
+                    }
+                }
+            }
             if let Err(e) = self.dispatch().await {
                 warn!(error = %e, "engine step failed; retrying shortly");
                 tokio::select! {
@@ -656,6 +680,9 @@ impl Engine {
         self.tracker.spawn(async move {
             if let Err(e) = me.run_subtask(id).await {
                 warn!(subtask = id, error = %e, "subtask worker failed");
+                // The vendor may have the request while its answer was not recorded.
+                me.reconcile.store(true, Ordering::Relaxed);
+                me.wake.notify_one();
             }
         });
     }

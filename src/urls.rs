@@ -106,8 +106,8 @@ pub struct ListReader<R> {
     buf: Vec<u8>,
 }
 
-/// A line longer than this is rejected without being kept in memory.
-const LINE_CAP: usize = MAX_URL_BYTES + 16;
+/// A line longer than this (without its `\n`) is rejected without being kept in memory.
+pub const LINE_CAP: usize = MAX_URL_BYTES + 16;
 
 impl<R: AsyncBufRead + Unpin> ListReader<R> {
     pub fn new(inner: R) -> Self {

@@ -3,6 +3,7 @@
 
 mod handlers;
 mod reports;
+pub mod server;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
@@ -309,6 +310,12 @@ pub fn openapi() -> serde_json::Value {
         let mut responses = serde_json::Map::new();
         responses.insert("200".into(), json!({"description": "the resource (or list) with `request_id`"}));
         let mut codes: Vec<&str> = vec!["Unauthorized", "TooManyRequests"];
+        if matches!(d.method, "post" | "put" | "patch") {
+            codes.push("RequestTimeout");
+        }
+        if d.method != "get" {
+            codes.extend(["StorageUnavailable", "InsufficientStorage"]);
+        }
         codes.extend(d.errors.iter().copied());
         for code in codes {
             let status = error_status(code);
@@ -348,7 +355,10 @@ pub fn openapi() -> serde_json::Value {
 pub fn error_status(code: &str) -> u16 {
     match code {
         "Unauthorized" => 401,
+        "RequestTimeout" => 408,
         "TooManyRequests" => 429,
+        "StorageUnavailable" => 503,
+        "InsufficientStorage" => 507,
         "InvalidJob.NotFound" | "InvalidExecution.NotFound" | "InvalidSchedule.NotFound" => 404,
         _ => 400,
     }
@@ -440,7 +450,7 @@ impl IntoResponse for ApiError {
 
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
-        match e {
+        match &e {
             StoreError::NotFound => {
                 ApiError::new(StatusCode::NOT_FOUND, "InvalidJob.NotFound", "the job does not exist")
             }
@@ -458,6 +468,24 @@ impl From<StoreError> for ApiError {
                 "DeliverExceedLimit",
                 format!("the maximum number of report subscriptions ({max}) is reached"),
             ),
+            StoreError::DiskFull(_) => {
+                tracing::error!(error = %e, "a write failed: the state directory's disk is full");
+                ApiError::new(
+                    StatusCode::INSUFFICIENT_STORAGE,
+                    "InsufficientStorage",
+                    "the disk holding the state database is full; nothing of this request was written. \
+                     Free space in the state directory and send it again (see README, Operations)",
+                )
+            }
+            StoreError::Unwritable(_) => {
+                tracing::error!(error = %e, "a write failed: the state database cannot be written");
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "StorageUnavailable",
+                    "the state database cannot be written (read-only file system or I/O error); nothing of this \
+                     request was written. Make the state directory writable and send it again (see README, Operations)",
+                )
+            }
             other => {
                 tracing::error!(error = %other, "internal error");
                 ApiError::new(
@@ -468,6 +496,16 @@ impl From<StoreError> for ApiError {
             }
         }
     }
+}
+
+/// The answer to a request whose body arrived too slowly (see [`server`]).
+pub fn body_timeout_response() -> Response {
+    ApiError::new(
+        StatusCode::REQUEST_TIMEOUT,
+        "RequestTimeout",
+        "the request body arrived too slowly ([api] body_idle_timeout, body_min_rate); send it again",
+    )
+    .into_response()
 }
 
 async fn healthz() -> Json<serde_json::Value> {
@@ -511,6 +549,18 @@ async fn metrics(State(s): State<AppState>, req: Request) -> Result<Response, Ap
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn storage_failures_answer_507_or_503_with_what_to_do() {
+        let full = ApiError::from(StoreError::DiskFull("database or disk is full".into()));
+        assert_eq!((full.status.as_u16(), full.code), (507, "InsufficientStorage"));
+        assert!(full.message.contains("full") && full.message.contains("nothing of this request"), "{full:?}");
+        let ro = ApiError::from(StoreError::Unwritable("attempt to write a readonly database".into()));
+        assert_eq!((ro.status.as_u16(), ro.code), (503, "StorageUnavailable"));
+        assert!(ro.message.contains("read-only"), "{ro:?}");
+        assert_eq!(error_status("InsufficientStorage"), 507);
+        assert_eq!(error_status("StorageUnavailable"), 503);
+    }
 
     #[test]
     fn metrics_are_open_to_loopback_or_when_public_else_need_the_token() {

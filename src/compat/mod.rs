@@ -148,6 +148,16 @@ async fn handle_mcdn(
     }
 }
 
+/// The answer to a request whose body arrived too slowly, in ESA's error shape.
+pub fn body_timeout_response() -> Response {
+    let request_id = crate::api::request_id();
+    let body = json!({
+        "RequestId": request_id, "HostId": "esa.cn-hangzhou.aliyuncs.com", "Code": "RequestTimeout",
+        "Message": "The request body arrived too slowly.",
+    });
+    reply(StatusCode::REQUEST_TIMEOUT, &body, &request_id)
+}
+
 fn reply(status: StatusCode, body: &Value, request_id: &str) -> Response {
     let mut r = (status, body.to_string()).into_response();
     r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json;charset=utf-8"));

@@ -19,7 +19,7 @@ use tracing::warn;
 use super::{Result, Store, StoreError};
 
 /// What the committer calls once the batch's fate is known: `None` when it committed, else why not.
-type Completion = Box<dyn FnOnce(Option<&str>) + Send>;
+type Completion = Box<dyn FnOnce(Option<&StoreError>) + Send>;
 
 /// One caller's writes: run inside a savepoint; `true` when they succeeded.
 pub(super) type GroupOp = Box<dyn for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFuture<'c, (bool, Completion)> + Send>;
@@ -65,10 +65,10 @@ async fn run_batch(writer: &SqlitePool, ops: Vec<GroupOp>) {
     .await;
     let error = outcome.err().map(|e| {
         warn!(error = %e, callers = done.len(), "group commit failed; no write of the batch was kept");
-        e.to_string()
+        StoreError::from(e)
     });
     for completion in done {
-        completion(error.as_deref());
+        completion(error.as_ref());
     }
 }
 
@@ -87,9 +87,12 @@ impl Store {
             Box::pin(async move {
                 let result = work.await;
                 let ok = result.is_ok();
-                let completion: Completion = Box::new(move |commit_error: Option<&str>| {
+                let completion: Completion = Box::new(move |commit_error: Option<&StoreError>| {
                     let result = match commit_error {
                         None => result,
+                        // Each caller gets the batch's error, a full disk still a full disk.
+                        Some(StoreError::DiskFull(m)) => Err(StoreError::DiskFull(m.clone())),
+                        Some(StoreError::Unwritable(m)) => Err(StoreError::Unwritable(m.clone())),
                         Some(e) => Err(StoreError::Commit(e.to_string())),
                     };
                     let _ = answer.send(result);

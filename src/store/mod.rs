@@ -55,13 +55,49 @@ pub enum StoreError {
     LimitExceeded(usize),
     #[error("the state directory {path} cannot be used: {reason}")]
     StateDir { path: PathBuf, reason: String },
+    /// The file system holding the database is full (`SQLITE_FULL`): the transaction was rolled
+    /// back whole. Freeing space is enough; nothing needs a restart.
+    #[error("the disk holding the database is full; nothing of this write was kept ({0})")]
+    DiskFull(String),
+    /// The database cannot be written: a read-only file system or an I/O error
+    /// (`SQLITE_READONLY`, `SQLITE_IOERR`). The transaction was rolled back whole.
+    #[error(
+        "the database cannot be written (read-only file system or I/O error); nothing of this write was kept ({0})"
+    )]
+    Unwritable(String),
     #[error("database error: {0}")]
-    Db(#[from] sqlx::Error),
+    Db(sqlx::Error),
     #[error("database migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     /// A grouped write was not committed (the batch's commit failed, or the store closed).
     #[error("database write not committed: {0}")]
     Commit(String),
+}
+
+impl From<sqlx::Error> for StoreError {
+    /// Storage failures get their own variants, so the API and the log can say what to do.
+    fn from(e: sqlx::Error) -> Self {
+        let primary = match &e {
+            sqlx::Error::Database(db) => db.code().and_then(|c| c.parse::<i32>().ok()).map(|c| c & 0xff),
+            _ => None,
+        };
+        match primary {
+            Some(SQLITE_FULL) => StoreError::DiskFull(e.to_string()),
+            Some(SQLITE_READONLY | SQLITE_IOERR) => StoreError::Unwritable(e.to_string()),
+            _ => StoreError::Db(e),
+        }
+    }
+}
+
+const SQLITE_READONLY: i32 = 8;
+const SQLITE_IOERR: i32 = 10;
+const SQLITE_FULL: i32 = 13;
+
+impl StoreError {
+    /// Whether the storage (disk full, read-only, I/O) failed rather than the request.
+    pub fn is_storage(&self) -> bool {
+        matches!(self, StoreError::DiskFull(_) | StoreError::Unwritable(_) | StoreError::StateDir { .. })
+    }
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -128,6 +164,9 @@ impl Store {
             .max_connections(1)
             .min_connections(1)
             .acquire_timeout(Duration::from_secs(300))
+            // A transaction SQLite rolled back by itself (disk full) leaves sqlx's connection
+            // unusable for the next `BEGIN`: such a connection is closed, and a new one opened.
+            .after_release(|conn, _| Box::pin(async move { Ok(still_usable(conn).await) }))
             .connect_with(options.clone())
             .await
             .map_err(open_error)?;
@@ -247,6 +286,26 @@ async fn checkpointer(readers: SqlitePool, wal: PathBuf) {
     }
 }
 
+/// Whether a connection going back to the pool can take the next transaction.
+///
+/// A write that fails with `SQLITE_FULL` or an I/O error (a full disk) may make SQLite roll the
+/// whole transaction back by itself; sqlx's own ROLLBACK then fails and it goes on counting the
+/// connection as inside a transaction, so every later `BEGIN IMMEDIATE` on it would fail
+/// ("attempted to call begin_with at non-zero transaction depth") long after space is freed.
+/// Such a connection is closed (which rolls back anything left) and the pool opens a new one.
+async fn still_usable(conn: &mut sqlx::SqliteConnection) -> bool {
+    use sqlx::Connection;
+    // A dropped transaction's rollback is queued on the connection: let it run first.
+    if conn.ping().await.is_err() {
+        return false;
+    }
+    if conn.is_in_transaction() {
+        tracing::warn!("closing a database connection left inside a failed transaction");
+        return false;
+    }
+    true
+}
+
 /// Creates `dir` if missing and proves it is writable, with a message that says what to fix.
 fn prepare_state_dir(dir: &Path) -> Result<()> {
     let fail = |reason: String| StoreError::StateDir { path: dir.to_path_buf(), reason };
@@ -277,4 +336,53 @@ fn explain(e: &sqlx::Error) -> String {
 /// Maps "no row" to [`StoreError::NotFound`].
 fn found<T>(row: Option<T>) -> Result<T> {
     row.ok_or(StoreError::NotFound)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_transaction_sqlite_ended_by_itself_does_not_poison_the_pool() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_dir(dir.path()).await.unwrap();
+        for _ in 0..3 {
+            let mut tx = store.write().await.unwrap();
+            // What SQLITE_FULL at COMMIT does on a full disk: SQLite ends the transaction
+            // itself, the COMMIT fails, and sqlx still counts the transaction as open.
+            sqlx::query("ROLLBACK").execute(&mut *tx).await.unwrap();
+            assert!(tx.commit().await.is_err());
+        }
+        // Every connection the pool hands out again can begin a write transaction.
+        for _ in 0..8 {
+            store.check_writable().await.expect("no connection stuck inside a transaction");
+        }
+    }
+
+    #[tokio::test]
+    async fn storage_failures_are_told_apart_from_other_database_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_dir(dir.path()).await.unwrap();
+        let mut conn = store.pool().acquire().await.unwrap();
+        // SQLITE_READONLY, as a read-only file system gives.
+        sqlx::query("PRAGMA query_only = 1").execute(&mut *conn).await.unwrap();
+        let e = sqlx::query("CREATE TABLE t (x)").execute(&mut *conn).await.unwrap_err();
+        let e = StoreError::from(e);
+        assert!(matches!(e, StoreError::Unwritable(_)) && e.is_storage(), "{e:?}");
+        assert!(e.to_string().contains("cannot be written"), "{e}");
+        // SQLITE_FULL, as a full disk gives.
+        sqlx::query("PRAGMA query_only = 0").execute(&mut *conn).await.unwrap();
+        let pages: i64 = sqlx::query_scalar("PRAGMA page_count").fetch_one(&mut *conn).await.unwrap();
+        sqlx::query(&format!("PRAGMA max_page_count = {pages}")).execute(&mut *conn).await.unwrap();
+        let e = sqlx::query("CREATE TABLE t (x); INSERT INTO t SELECT zeroblob(100000)")
+            .execute(&mut *conn)
+            .await
+            .unwrap_err();
+        let e = StoreError::from(e);
+        assert!(matches!(e, StoreError::DiskFull(_)) && e.is_storage(), "{e:?}");
+        assert!(e.to_string().contains("disk holding the database is full"), "{e}");
+        conn.close().await.unwrap();
+        let e = StoreError::from(sqlx::Error::RowNotFound);
+        assert!(matches!(e, StoreError::Db(_)) && !e.is_storage(), "{e:?}");
+    }
 }

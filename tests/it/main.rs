@@ -1,11 +1,13 @@
 //! One integration-test binary (STYLE.md habit 11): real SQLite files, real HTTP on 127.0.0.1.
 
+mod abuse;
 mod api;
 mod bad_input;
 mod cli;
 mod common;
 mod compat;
 mod config_cli;
+mod disk;
 mod dispatch;
 mod emulator;
 mod engine;
