@@ -183,7 +183,11 @@ async fn dispatch(plans: usize, seconds: u64) {
     vc.concurrency = 256;
     let vendors = Vendors::from_config(&[vc], clock.clone()).unwrap();
     let cancel = CancellationToken::new();
-    let engine = Engine::new(store.clone(), vendors, clock.clone(), EngineSettings::default(), cancel.clone());
+    let mut settings = EngineSettings::default();
+    if let Some(ms) = std::env::var("PRELOADD_DISPATCH_LEAD_MS").ok().and_then(|v| v.parse().ok()) {
+        settings.dispatch_lead = Duration::from_millis(ms);
+    }
+    let engine = Engine::new(store.clone(), vendors, clock.clone(), settings, cancel.clone());
     // Set-up (not measured): the jobs and plans, a thousand to a transaction.
     let now = clock.now_ms();
     let start = now + 5_000 + plans as i64 / 2;

@@ -61,7 +61,7 @@ impl Default for EngineSettings {
             poll_max_ms: 60_000,
             poll_give_up_ms: 3 * 24 * 3600 * 1000,
             max_idle: Duration::from_secs(30),
-            dispatch_lead: Duration::from_millis(250),
+            dispatch_lead: Duration::from_secs(1),
         }
     }
 }
