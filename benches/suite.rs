@@ -513,7 +513,12 @@ fn alt_list(dir: &std::path::Path, name: &str, n: usize) -> (std::path::PathBuf,
 }
 
 /// One invocation of the Python script: `--loop` for the long-running variant.
-fn alt_script(py: &(std::path::PathBuf, std::path::PathBuf), addr: &str, list: &std::path::Path, looping: bool) -> std::process::Command {
+fn alt_script(
+    py: &(std::path::PathBuf, std::path::PathBuf),
+    addr: &str,
+    list: &std::path::Path,
+    looping: bool,
+) -> std::process::Command {
     let mut c = std::process::Command::new(&py.0);
     c.arg(&py.1)
         .arg("--list")
