@@ -54,18 +54,23 @@ where
                 None => {
                     let id = self.next_id.fetch_add(1, Ordering::Relaxed);
                     let (all, turns, k) = (self.waiting.clone(), self.turns.clone(), key.clone());
-                    let task = tokio::spawn(async move {
-                        // The semaphore is never closed.
-                        let _turn = turns.acquire_owned().await.ok();
-                        // Started: from now on an identical request forms the next group.
-                        {
-                            let mut waiting = lock(&all);
-                            if waiting.get(&k).is_some_and(|(i, _)| *i == id) {
-                                waiting.remove(&k);
+                    // In the span of the request that started the group, so its logs carry a request id.
+                    let span = tracing::Span::current();
+                    let task = tokio::spawn(tracing::Instrument::instrument(
+                        async move {
+                            // The semaphore is never closed.
+                            let _turn = turns.acquire_owned().await.ok();
+                            // Started: from now on an identical request forms the next group.
+                            {
+                                let mut waiting = lock(&all);
+                                if waiting.get(&k).is_some_and(|(i, _)| *i == id) {
+                                    waiting.remove(&k);
+                                }
                             }
-                        }
-                        work().await
-                    });
+                            work().await
+                        },
+                        span,
+                    ));
                     let group = async move { task.await.ok() }.boxed().shared();
                     waiting.insert(key, (id, group.clone()));
                     group
@@ -75,8 +80,9 @@ where
         group.await
     }
 
-    /// How many groups wait for their turn (for tests).
-    pub fn waiting(&self) -> usize {
+    /// How many groups wait for their turn.
+    #[cfg(test)]
+    fn waiting(&self) -> usize {
         lock(&self.waiting).len()
     }
 }

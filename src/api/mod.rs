@@ -1,7 +1,7 @@
 //! The HTTP API (axum): routes, bearer-token authentication, request ids and the mapping of
 //! errors to the seeds' codes. Handlers translate between API types and the store; no SQL here.
 
-pub mod coalesce;
+mod coalesce;
 mod handlers;
 mod reports;
 
