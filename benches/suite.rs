@@ -1,4 +1,4 @@
-//! The benchmark suite (`cargo bench --bench suite -- [rate|dispatch|throughput|api|idle|all]`):
+//! The benchmark suite (`cargo bench --bench suite -- [rate|dispatch|throughput|api|idle|alternative|all]`):
 //! each figure is printed beside a baseline measured in the same run. Under `cargo test` (no
 //! `--bench`) every part runs at a tiny size as a smoke test, and nothing is judged on speed.
 
@@ -13,6 +13,7 @@ use preloadd::engine::{Engine, EngineSettings};
 use preloadd::model::{CatchUp, JobSource, TaskType, VendorKind};
 use preloadd::store::{NewJob, Store};
 use preloadd::vendor::Vendors;
+use rand::{Rng, SeedableRng};
 use tokio_util::sync::CancellationToken;
 
 fn cpu_seconds() -> f64 {
@@ -494,6 +495,344 @@ async fn api(tasks: i64, seconds: u64) {
     );
 }
 
+/// The Python script a user would run instead (`benches/alt/cron_preload.py`) and the venv that
+/// holds its SDK, or `None` when `scripts/python-env.sh` has not been run.
+fn alt_python() -> Option<(std::path::PathBuf, std::path::PathBuf)> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let python = root.join(".venv/bin/python");
+    python.exists().then(|| (python, root.join("benches/alt/cron_preload.py")))
+}
+
+/// What one child process used, from `wait4`: its own CPU (user + system) and peak RSS.
+struct Usage {
+    cpu: f64,
+    max_rss_kib: i64,
+    exit: Option<i32>,
+}
+
+/// Reaps `child` and returns its own resource usage (not its siblings', unlike RUSAGE_CHILDREN).
+fn wait_usage(child: std::process::Child) -> Usage {
+    let pid = child.id() as libc::pid_t;
+    let mut status = 0;
+    // SAFETY: rusage is plain data; wait4 fills it for the pid we spawned and have not reaped.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    let reaped = unsafe { libc::wait4(pid, &mut status, 0, &mut ru) };
+    assert_eq!(reaped, pid, "wait4: {}", std::io::Error::last_os_error());
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    Usage {
+        cpu: secs(ru.ru_utime) + secs(ru.ru_stime),
+        max_rss_kib: ru.ru_maxrss,
+        exit: libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status)),
+    }
+}
+
+/// User + system CPU seconds of a running process, from /proc (100 ticks a second on Linux).
+fn proc_cpu(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let f: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+fn signal(child: &std::process::Child, sig: libc::c_int) {
+    // SAFETY: a signal to a child we spawned and have not reaped yet.
+    unsafe { libc::kill(child.id() as libc::pid_t, sig) };
+}
+
+/// An emulator with every Alibaba CDN limit lifted but the 100 URLs per request of PushObjectCache.
+async fn alt_emulator() -> (String, String, Arc<emulator::EmulatorState>) {
+    let mut opts = EmulatorOptions::with_keys(vec![("alt-ak".into(), "alt-sk".into())]);
+    opts.limits.insert(
+        VendorKind::AliyunCdn,
+        LimitOverride { qps: Some(1_000_000), daily_quota: Some(1 << 40), max_urls_per_request: Some(100) },
+    );
+    let (app, state) = emulator::router(opts).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (format!("http://{addr}"), addr, state)
+}
+
+/// URLs the emulator accepted: how many distinct, and how many submissions beyond the first.
+fn ledger_counts(emu: &emulator::EmulatorState) -> HashMap<String, usize> {
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    for r in emu.ledger() {
+        for u in r.urls {
+            *seen.entry(u).or_default() += 1;
+        }
+    }
+    seen
+}
+
+fn alt_list(dir: &std::path::Path, name: &str, n: usize) -> (std::path::PathBuf, Vec<String>) {
+    let urls: Vec<String> = (0..n).map(|i| format!("https://alt.example.com/{name}/{i}.js")).collect();
+    let path = dir.join(format!("{name}.txt"));
+    std::fs::write(&path, urls.iter().map(|u| format!("{u}\n")).collect::<String>()).unwrap();
+    (path, urls)
+}
+
+/// One invocation of the Python script: `--loop` for the long-running variant.
+fn alt_script(
+    py: &(std::path::PathBuf, std::path::PathBuf),
+    addr: &str,
+    list: &std::path::Path,
+    looping: bool,
+) -> std::process::Command {
+    let mut c = std::process::Command::new(&py.0);
+    c.arg(&py.1)
+        .arg("--list")
+        .arg(list)
+        .arg("--progress")
+        .arg(list.with_extension("offset"))
+        .args(["--slice", &ALT_SLICE.to_string(), "--endpoint", addr, "--protocol", "http"])
+        .env("ALIBABA_CLOUD_ACCESS_KEY_ID", "alt-ak")
+        .env("ALIBABA_CLOUD_ACCESS_KEY_SECRET", "alt-sk")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    if looping {
+        c.args(["--loop", "--interval", "0"]);
+    }
+    c
+}
+
+fn read_offset(list: &std::path::Path) -> usize {
+    std::fs::read_to_string(list.with_extension("offset")).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0)
+}
+
+const ALT_SLICE: usize = 100;
+
+/// The alternative a user would run (issue 10, item 7): a cron-driven Python script with the
+/// official `alibabacloud-cdn20180510` SDK, against the same emulator, the same list and the same
+/// slices as preloadd. CPU and peak RSS of each submitter's own processes (`wait4`); the emulator
+/// runs in this process and is counted for neither. Then `kill -9` at random moments, lost and
+/// duplicated URLs counted at the emulator's ledger.
+async fn alternative(urls: usize, cron_runs: usize, kills: usize) {
+    let Some(py) = alt_python() else {
+        println!("alternative: skipped: run scripts/python-env.sh (the official SDK lives in .venv)");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+
+    // (a) preloadd: the real daemon (`serve`), a declarative job from the same list file, one
+    // slice of 100 URLs per millisecond, one request per slice, limits lifted (status polls at
+    // the vendor's 30 a second: preloadd also polls every task until its URLs are done, which
+    // the script does not do).
+    let (endpoint, _, emu) = alt_emulator().await;
+    let (list, _) = alt_list(dir.path(), "list", urls);
+    std::fs::write(dir.path().join("secret"), "alt-sk").unwrap();
+    std::fs::set_permissions(dir.path().join("secret"), std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let now = chrono::Utc::now().timestamp_millis();
+    let config = format!(
+        r#"[daemon]
+state_dir = "{state}"
+[api]
+listen = "127.0.0.1:0"
+[[vendor]]
+name = "cdn"
+kind = "aliyun_cdn"
+endpoint = "{endpoint}"
+access_key_id = "alt-ak"
+access_key_secret_file = "secret"
+requests_per_second = 100000
+max_urls_per_request = {ALT_SLICE}
+daily_quota = 1000000000000
+# DescribeRefreshTaskById is limited to 30 calls a second (the emulator, like the vendor); the
+# default of 5 would let the backlog of status polls hold every concurrency permit and pace the
+# submits (see BENCHMARKS.md).
+status_requests_per_second = 30
+[[job]]
+name = "alt"
+task_type = "preload"
+vendors = ["cdn"]
+urls_file = "{list}"
+[[job.plan]]
+start_time = "{s}"
+end_time = "{e}"
+interval = "1ms"
+slice_len = {ALT_SLICE}
+"#,
+        state = dir.path().join("state").display(),
+        list = list.display(),
+        s = preloadd::clock::rfc3339(now),
+        e = preloadd::clock::rfc3339(now + 3_600_000),
+    );
+    let cfg = dir.path().join("preloadd.toml");
+    std::fs::write(&cfg, config).unwrap();
+    let requests = urls.div_ceil(ALT_SLICE);
+    let t0 = Instant::now();
+    let daemon = std::process::Command::new(env!("CARGO_BIN_EXE_preloadd"))
+        .args(["serve", "--config"])
+        .arg(&cfg)
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(dir.path().join("daemon.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let mut daemon = daemon;
+    while emu.ledger_len() < requests {
+        let log = || std::fs::read_to_string(dir.path().join("daemon.log")).unwrap_or_default();
+        assert!(daemon.try_wait().unwrap().is_none(), "preloadd exited: {}", log());
+        assert!(t0.elapsed() < Duration::from_secs(600), "preloadd did not finish: {}", log());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let wall = t0.elapsed().as_secs_f64();
+    let cpu_sent = proc_cpu(daemon.id());
+    // Then until every URL's outcome is recorded: one status poll per slice, 5 s after it was
+    // accepted. The script never learns outcomes; this is what knowing them costs.
+    let db = rusqlite::Connection::open_with_flags(
+        dir.path().join("state").join(preloadd::store::DB_FILE),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )
+    .unwrap();
+    let pending = || -> i64 {
+        db.query_row("SELECT COUNT(*) FROM url_outcomes WHERE status = 'pending'", [], |r| r.get(0)).unwrap_or(-1)
+    };
+    while pending() != 0 {
+        assert!(t0.elapsed() < Duration::from_secs(900), "preloadd did not record every outcome");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let wall_done = t0.elapsed().as_secs_f64();
+    signal(&daemon, libc::SIGTERM);
+    let d = tokio::task::spawn_blocking(move || wait_usage(daemon)).await.unwrap();
+    let sent = ledger_counts(&emu);
+    assert_eq!(sent.len(), urls, "preloadd sent every URL");
+    println!(
+        "alternative: preloadd serve, {urls} URLs in slices of {ALT_SLICE}: {wall:.1} s to the last URL accepted, \
+         {:.1} CPU s per million URLs by then; {wall_done:.1} s until every URL's outcome was recorded, {:.1} CPU s \
+         per million URLs in all (the daemon's whole life: start-up, ingest, SQLite, signing, HTTP, status polls, \
+         shutdown); peak RSS {:.1} MiB; exit {:?}",
+        cpu_sent * 1e6 / urls as f64,
+        d.cpu * 1e6 / urls as f64,
+        d.max_rss_kib as f64 / 1024.0,
+        d.exit
+    );
+
+    // (b) the script as cron runs it, once per slice, back to back (waiting a minute between
+    // runs would change nothing a run costs). A sample of runs when `cron_runs` is smaller than
+    // the number of slices: each run costs the same (it reads the whole list every time).
+    let (_, addr, emu) = alt_emulator().await;
+    let (list, _) = alt_list(dir.path(), "cron", urls);
+    let runs = cron_runs.min(requests);
+    let (mut cpu, mut rss, mut walls) = (0.0, Vec::new(), Vec::new());
+    for _ in 0..runs {
+        let t = Instant::now();
+        let child = alt_script(&py, &addr, &list, false).spawn().unwrap();
+        let u = tokio::task::spawn_blocking(move || wait_usage(child)).await.unwrap();
+        assert_eq!(u.exit, Some(0), "a cron run failed");
+        walls.push(t.elapsed().as_secs_f64());
+        cpu += u.cpu;
+        rss.push(u.max_rss_kib as f64 / 1024.0);
+    }
+    let sent = ledger_counts(&emu).len();
+    assert_eq!(sent, (runs * ALT_SLICE).min(urls));
+    rss.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    walls.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let cron_wall = percentile(&walls, 0.5);
+    if runs > 0 {
+        println!(
+        "alternative: python cron_preload.py once per slice, {runs} runs ({sent} of the {urls} URLs): {:.3} CPU s per run, \
+         {:.0} CPU s per million URLs; max RSS per run p50 {:.1} MiB, max {:.1} MiB; {:.2} s a run (p50)",
+        cpu / runs as f64,
+        cpu * 1e6 / sent as f64,
+        percentile(&rss, 0.5),
+        rss.last().copied().unwrap_or(0.0),
+        cron_wall
+    );
+    }
+
+    // (b') the same script as one long-running process (`--loop --interval 0`).
+    let (_, addr, emu) = alt_emulator().await;
+    let (list, _) = alt_list(dir.path(), "loop", urls);
+    let t = Instant::now();
+    let child = alt_script(&py, &addr, &list, true).spawn().unwrap();
+    let u = tokio::task::spawn_blocking(move || wait_usage(child)).await.unwrap();
+    assert_eq!(u.exit, Some(0), "the loop failed");
+    assert_eq!(ledger_counts(&emu).len(), urls);
+    println!(
+        "alternative: python cron_preload.py --loop (one process), {urls} URLs: {:.1} s; {:.2} CPU s per million URLs; peak RSS {:.1} MiB",
+        t.elapsed().as_secs_f64(),
+        u.cpu * 1e6 / urls as f64,
+        u.max_rss_kib as f64 / 1024.0
+    );
+
+    // Kill test, cron form: SIGKILL at a random moment of a run. Every other kill is aimed at the
+    // window that matters: 0–5 ms after the emulator accepted the run's call (the SDK call
+    // returning, the offset being written); the others at a uniformly random moment of the run.
+    if kills == 0 {
+        return;
+    }
+    let mut rng = rand::rngs::StdRng::seed_from_u64(10);
+    let (_, addr, emu) = alt_emulator().await;
+    // Each killed run submits at most one slice; the rest is left for the resumed runs.
+    let n = (kills + kills / 2 + 2) * ALT_SLICE;
+    let (list, all) = alt_list(dir.path(), "killcron", n);
+    let (mut before_call, mut saved, mut unsaved, mut finished) = (0, 0, 0, 0);
+    for k in 0..kills {
+        let (ledger0, offset0) = (emu.ledger_len(), read_offset(&list));
+        let mut child = alt_script(&py, &addr, &list, false).spawn().unwrap();
+        if k % 2 == 0 {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while emu.ledger_len() == ledger0 && child.try_wait().unwrap().is_none() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_micros(100));
+            }
+            std::thread::sleep(Duration::from_micros(rng.gen_range(0..5_000)));
+        } else {
+            std::thread::sleep(Duration::from_secs_f64(rng.gen_range(0.0..cron_wall.max(0.1))));
+        }
+        let exited = child.try_wait().unwrap().is_some();
+        signal(&child, libc::SIGKILL);
+        let _ = child.wait();
+        match (exited, emu.ledger_len() > ledger0, read_offset(&list) > offset0) {
+            (true, _, _) => finished += 1,
+            (false, false, _) => before_call += 1,
+            (false, true, true) => saved += 1,
+            (false, true, false) => unsaved += 1,
+        }
+    }
+    let mut resumed = 0;
+    while read_offset(&list) < n && resumed < 3 * n / ALT_SLICE {
+        let u = wait_usage(alt_script(&py, &addr, &list, false).spawn().unwrap());
+        assert_eq!(u.exit, Some(0), "a cron run after the kills failed");
+        resumed += 1;
+    }
+    let counts = ledger_counts(&emu);
+    let lost = all.iter().filter(|u| !counts.contains_key(*u)).count();
+    let dup: usize = counts.values().map(|c| c - 1).sum();
+    println!(
+        "alternative: kill -9 of cron runs, {kills} kills over {n} URLs ({} aimed 0-5 ms after the emulator accepted the call, \
+         {} at a random moment of a run): {before_call} before the call, {saved} after the offset was saved, \
+         {unsaved} between the accepted call and the offset write, {finished} after the run ended; resumed with {resumed} runs: \
+         {lost} URLs lost, {dup} duplicated submissions",
+        kills.div_ceil(2),
+        kills / 2
+    );
+
+    // Kill test, long-running form: SIGKILL 0–50 ms after the process's first accepted call.
+    let (_, addr, emu) = alt_emulator().await;
+    let n = (kills * 10 + 10) * ALT_SLICE;
+    let (list, all) = alt_list(dir.path(), "killloop", n);
+    for _ in 0..kills {
+        let ledger0 = emu.ledger_len();
+        let mut child = alt_script(&py, &addr, &list, true).spawn().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while emu.ledger_len() == ledger0 && child.try_wait().unwrap().is_none() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_micros(100));
+        }
+        std::thread::sleep(Duration::from_micros(rng.gen_range(0..50_000)));
+        signal(&child, libc::SIGKILL);
+        let _ = child.wait();
+    }
+    let u = wait_usage(alt_script(&py, &addr, &list, true).spawn().unwrap());
+    assert_eq!(u.exit, Some(0), "the loop after the kills failed");
+    let counts = ledger_counts(&emu);
+    let lost = all.iter().filter(|u| !counts.contains_key(*u)).count();
+    let dup: usize = counts.values().map(|c| c - 1).sum();
+    println!(
+        "alternative: kill -9 of the --loop process, {kills} kills 0-50 ms after its first accepted call, {n} URLs, then resumed: \
+         {lost} URLs lost, {dup} duplicated submissions; preloadd under the same test: see the crash soak (tests/it/soak.rs)"
+    );
+}
+
 #[tokio::main]
 async fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -531,6 +870,20 @@ async fn main() {
             api(1_000_000, 20).await
         } else {
             api(2_000, 1).await
+        }
+    }
+    if want("alternative") {
+        if bench {
+            let env =
+                |name: &str, default: usize| std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default);
+            alternative(
+                env("PRELOADD_ALT_URLS", 100_000),
+                env("PRELOADD_ALT_CRON_RUNS", 200),
+                env("PRELOADD_ALT_KILLS", 20),
+            )
+            .await
+        } else {
+            alternative(300, 1, 0).await
         }
     }
     if want("idle") {

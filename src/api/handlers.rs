@@ -1,5 +1,7 @@
 //! Route handlers: request and response types of the API, translated to and from the store.
 
+use std::sync::Arc;
+
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -416,7 +418,9 @@ pub async fn delete_plan(State(s): State<AppState>, Path(id): Path<i64>) -> ApiR
     Ok(with_id(json!({"id": id, "deleted": true})))
 }
 
-#[derive(Deserialize)]
+/// The query of `GET /v1/tasks` as asked: also the key under which identical listings share one
+/// execution (the default window is computed when that execution starts).
+#[derive(Deserialize, Clone, PartialEq, Eq, Hash)]
 pub struct TaskQuery {
     task_id: Option<i64>,
     task_type: Option<String>,
@@ -440,6 +444,17 @@ pub async fn list_tasks(State(s): State<AppState>, Query(q): Query<TaskQuery>) -
             return Err(ApiError::invalid("status is executing or done"));
         }
     }
+    let state = s.clone();
+    let page = s
+        .task_listings
+        .run(q.clone(), move || async move { task_page(&state, q, num, size).await.map(Arc::new) })
+        .await
+        .unwrap_or_else(|| Err(ApiError::internal()))?;
+    Ok(with_id((*page).clone()))
+}
+
+/// One page of tasks with its pagination, read when the (possibly shared) execution starts.
+async fn task_page(s: &AppState, q: TaskQuery, num: i64, size: i64) -> Result<Value, ApiError> {
     let now = s.engine.now();
     let (start_ms, end_ms) = match (q.start_time, q.end_time) {
         (Some(a), Some(b)) if a >= 0 && a < b => (a * 1000, b * 1000),
@@ -475,7 +490,7 @@ pub async fn list_tasks(State(s): State<AppState>, Query(q): Query<TaskQuery>) -
             })
         })
         .collect();
-    Ok(with_id(json!({"tasks": tasks, "pagination": {"page_num": num, "page_size": size, "total": total}})))
+    Ok(json!({"tasks": tasks, "pagination": {"page_num": num, "page_size": size, "total": total}}))
 }
 
 pub async fn list_vendors(State(s): State<AppState>) -> ApiResult {

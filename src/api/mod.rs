@@ -1,6 +1,7 @@
 //! The HTTP API (axum): routes, bearer-token authentication, request ids and the mapping of
 //! errors to the seeds' codes. Handlers translate between API types and the store; no SQL here.
 
+mod coalesce;
 mod handlers;
 mod reports;
 pub mod server;
@@ -31,7 +32,13 @@ pub struct AppState {
     pub limiter: Arc<governor::DefaultDirectRateLimiter>,
     pub allow_private_lists: bool,
     pub max_report_subscriptions: usize,
+    /// Identical task listings waiting at the same time run once; at most half of the store's
+    /// connections serve listings, so the engine always finds one.
+    pub(crate) task_listings: Arc<coalesce::Coalesce<handlers::TaskQuery, TaskPage>>,
 }
+
+/// One page of `GET /v1/tasks` as built once for every request that shared its execution.
+pub(crate) type TaskPage = Result<Arc<serde_json::Value>, ApiError>;
 
 /// Who may call the API: the bearer token, and whether `/metrics` is open beyond loopback.
 #[derive(Debug, Clone, Default)]
@@ -44,12 +51,15 @@ impl AppState {
     pub fn new(engine: Arc<Engine>, api: &crate::config::ApiConfig) -> Self {
         let rate = std::num::NonZeroU32::new(api.requests_per_second).unwrap_or(std::num::NonZeroU32::MIN);
         AppState {
-            engine,
             access: Arc::new(RwLock::new(Access { token: api.token.clone(), metrics_public: api.metrics_public })),
             stats: Arc::default(),
             limiter: Arc::new(governor::RateLimiter::direct(governor::Quota::per_second(rate))),
             allow_private_lists: api.allow_private_lists,
             max_report_subscriptions: api.max_report_subscriptions,
+            task_listings: Arc::new(coalesce::Coalesce::new(
+                engine.store().pool().options().get_max_connections() as usize / 2,
+            )),
+            engine,
         }
     }
 
@@ -424,7 +434,7 @@ pub fn request_id() -> String {
 }
 
 /// An API error: the seed code, its HTTP status and a message.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct ApiError {
     pub status: StatusCode,
     pub code: &'static str,
@@ -438,6 +448,11 @@ impl ApiError {
 
     pub fn invalid(message: impl Into<String>) -> Self {
         ApiError::new(StatusCode::BAD_REQUEST, "InvalidParameter", message)
+    }
+
+    /// A 500 whose cause was logged where it happened.
+    pub fn internal() -> Self {
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", "internal error; see the daemon's log")
     }
 }
 
@@ -488,11 +503,7 @@ impl From<StoreError> for ApiError {
             }
             other => {
                 tracing::error!(error = %other, "internal error");
-                ApiError::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "InternalError",
-                    "internal error; see the daemon's log",
-                )
+                ApiError::internal()
             }
         }
     }

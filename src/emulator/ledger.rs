@@ -54,4 +54,8 @@ impl Ledger {
     pub fn records(&self) -> Vec<LedgerRecord> {
         super::lock(&self.inner).0.clone()
     }
+
+    pub fn len(&self) -> usize {
+        super::lock(&self.inner).0.len()
+    }
 }

@@ -159,6 +159,11 @@ impl EmulatorState {
         self.ledger.records()
     }
 
+    /// How many submits were accepted so far, without copying them (for watchers that poll).
+    pub fn ledger_len(&self) -> usize {
+        self.ledger.len()
+    }
+
     /// Sets the faults of one vendor kind, or of every emulated kind when `vendor` is `None`.
     pub fn set_faults(&self, vendor: Option<VendorKind>, set: FaultSet) {
         lock(&self.faults).set(vendor, set);

@@ -78,7 +78,7 @@ pub struct UrlOutcome {
 
 const SLICE_COLS: &str =
     "id, plan_id, job_id, k, due_at, first_seq, last_seq, url_count, status, created_at, recorded_at, done_at";
-const SUBTASK_COLS: &str =
+pub(super) const SUBTASK_COLS: &str =
     "id, slice_id, vendor, status, urls_sent, vendor_task_ids, attempts, error_code, error_message, \
      submitting_at, submitted_at, done_at, next_poll_at, wait_until, wait_reason";
 

@@ -421,3 +421,164 @@ async fn the_openapi_document_is_served_and_kept_in_the_repo() {
         "InvalidExecution.NotFound"
     );
 }
+
+// ------------------------------------------------------------------ task listing totals
+
+/// Every slice of `jobs` (with each job's task type now) as (created_at, final, task type).
+async fn all_slices(f: &crate::common::Fixture, jobs: &[(i64, &'static str)]) -> Vec<(i64, bool, &'static str)> {
+    let mut all = Vec::new();
+    for (job, ty) in jobs {
+        for s in f.store.slices_of_job(*job).await.unwrap() {
+            all.push((s.created_at, s.status.is_final(), *ty));
+        }
+    }
+    all
+}
+
+/// The listing's total against a count of the slices themselves, for windows cut on and off
+/// minute boundaries, shorter and longer than two minutes, and every filter the sum serves.
+/// Returns how many slices were executing.
+async fn check_totals(f: &crate::common::Fixture, jobs: &[(i64, &'static str)], what: &str) -> usize {
+    use crate::common::T0;
+    let all = all_slices(f, jobs).await;
+    let windows = [
+        (T0 - 3_600_000, T0 + 3_600_000),
+        (T0, T0 + 60_000),
+        (T0 + 1, T0 + 125_001),
+        (T0 + 59_999, T0 + 300_000),
+        (T0 + 30_000, T0 + 90_000),
+        (T0 + 61_234, T0 + 61_235),
+        (T0 + 120_000, T0 + 600_000),
+        (T0 + 7 * 60_000 + 500, T0 + 11 * 60_000 - 1),
+        (1, T0 + 86_400_000),
+        (0, T0 + 86_400_000),
+    ];
+    let mut checked = 0;
+    for (start, end) in windows {
+        for ty in [None, Some("preload"), Some("refresh_file"), Some("refresh_dir")] {
+            for st in [None, Some("executing"), Some("done")] {
+                let filter = preloadd::store::TaskFilter {
+                    start_ms: start,
+                    end_ms: end,
+                    task_type: ty.map(Into::into),
+                    status: st.map(Into::into),
+                    limit: 1,
+                    ..Default::default()
+                };
+                let (_, total) = f.store.list_tasks(&filter).await.unwrap();
+                let expected = all
+                    .iter()
+                    .filter(|(c, done, t)| {
+                        *c >= start
+                            && *c < end
+                            && ty.map_or(true, |x| x == *t)
+                            && st.map_or(true, |s| (s == "done") == *done)
+                    })
+                    .count();
+                assert_eq!(total, expected as i64, "{what}: window {start}..{end}, task_type {ty:?}, status {st:?}");
+                checked += usize::from(expected > 0);
+            }
+        }
+    }
+    assert!(checked > 0 || all.is_empty(), "{what}: some filter must select something");
+    all.iter().filter(|(_, done, _)| !done).count()
+}
+
+/// `total` is summed from per-minute counts that triggers keep (migration 0008), not counted:
+/// after every kind of write — slices taken, calls failing and retried, slices done, a job's task
+/// type changed, a plan deleted, a job deleted — it equals a count of the slices themselves.
+#[tokio::test]
+async fn api_task_totals_match_the_slices_after_every_kind_of_write() {
+    use crate::common::{Fixture, T0};
+    use preloadd::model::{CatchUp, TaskType};
+    let f = Fixture::new(100).await;
+    let a = f.job("totals-a", 40).await;
+    let b = f.job("totals-b", 40).await;
+    let retype = |job: i64, task_type: TaskType| {
+        let store = f.store.clone();
+        async move {
+            let mut tx = store.write().await.unwrap();
+            let u = preloadd::store::JobUpdate { task_type, vendors: vec!["hook".into()], catch_up: CatchUp::Skip };
+            preloadd::store::update_job(&mut tx, job, &u, T0).await.unwrap();
+            tx.commit().await.unwrap();
+        }
+    };
+    retype(b, TaskType::RefreshFile).await;
+    let mut jobs = vec![(a, "preload"), (b, "refresh_file")];
+    let pa = f.plan(a, T0, T0 + 3_600_000, 50, 2).await;
+    let pb = f.plan(b, T0, T0 + 3_600_000, 70, 3).await;
+    // Refused calls are retried.
+    f.recv.script(&[(503, None), (500, None)]);
+    check_totals(&f, &jobs, "before any slice").await;
+    let mut executing = 0;
+    for s in (0..=12 * 60).step_by(10) {
+        let t = T0 + s * 1000;
+        if s % 30 == 0 {
+            // Slices taken but not sent yet: executing until the engine's next step.
+            f.store.take_slices(&[pa, pb], t, t).await.unwrap();
+            executing += check_totals(&f, &jobs, &format!("at +{s} s, slices taken")).await;
+        }
+        f.at(t).await;
+        if s % 30 == 0 {
+            check_totals(&f, &jobs, &format!("at +{s} s, slices sent")).await;
+        }
+    }
+    assert!(executing > 0, "some checks ran while slices were executing");
+    assert!(all_slices(&f, &jobs).await.len() > 20, "slices in many minutes");
+    f.at(T0 + 30 * 60_000).await;
+    check_totals(&f, &jobs, "all done").await;
+    retype(a, TaskType::RefreshDir).await;
+    jobs[0].1 = "refresh_dir";
+    check_totals(&f, &jobs, "a job's task type changed").await;
+    f.store.delete_plan(pb).await.unwrap();
+    check_totals(&f, &jobs, "a plan deleted").await;
+    f.store.delete_job(a).await.unwrap();
+    check_totals(&f, &jobs[1..], "a job deleted").await;
+    let filter = preloadd::store::TaskFilter { start_ms: 1, end_ms: T0 + 86_400_000, limit: 1, ..Default::default() };
+    assert_eq!(f.store.list_tasks(&filter).await.unwrap().1, 0, "nothing is left");
+}
+
+/// Identical listings at the same time share one execution, but never one that started before
+/// they were sent: a listing sent after a task appeared counts it, and one sent after its job
+/// was deleted does not, however many identical listings run at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_a_listing_sees_every_task_that_appeared_before_it_was_sent() {
+    let api = Api::start().await;
+    let urls: Vec<String> = (0..3).map(|i| format!("https://fresh.example/{i}.js")).collect();
+    let (st, job) = api
+        .call(
+            Method::POST,
+            "/v1/jobs",
+            Some(json!({"name": "fresh", "task_type": "preload", "vendors": ["hook"], "urls": urls})),
+        )
+        .await;
+    assert_eq!(st, 201, "{job}");
+    let id = job["id"].as_i64().unwrap();
+    let totals = || async {
+        let calls = (0..20).map(|_| api.call(Method::GET, "/v1/tasks?page_size=1", None));
+        futures_util::future::join_all(calls)
+            .await
+            .into_iter()
+            .map(|(st, b)| {
+                assert_eq!(st, 200, "{b}");
+                b["pagination"]["total"].as_i64().unwrap()
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(totals().await, vec![0; 20]);
+    let now = chrono::Utc::now();
+    let plans = json!({"plans": [{
+        "start_time": now.to_rfc3339(), "end_time": (now + chrono::Duration::hours(1)).to_rfc3339(),
+        "interval": 1, "slice_len": 1
+    }]});
+    let (st, b) = api.call(Method::POST, &format!("/v1/jobs/{id}/plans"), Some(plans)).await;
+    assert_eq!(st, 201, "{b}");
+    for k in 1..=3 {
+        api.recv.wait_for("the next slice", Duration::from_secs(20), |r| r.hits().len() >= k).await;
+        let seen = totals().await;
+        assert!(seen.iter().all(|t| *t >= k as i64), "slice {k} reached the vendor before these listings: {seen:?}");
+    }
+    let (st, b) = api.call(Method::DELETE, &format!("/v1/jobs/{id}"), None).await;
+    assert_eq!(st, 200, "{b}");
+    assert_eq!(totals().await, vec![0; 20], "the deleted job's tasks are gone from the next listings");
+}
