@@ -198,6 +198,12 @@ impl AccountStats {
     }
 }
 
+/// The permits a call holds until it ends.
+struct Admitted<'a> {
+    _gate: Option<tokio::sync::SemaphorePermit<'a>>,
+    _permit: tokio::sync::SemaphorePermit<'a>,
+}
+
 /// One configured vendor account: its client, limiters, permits and start-up gate.
 pub struct VendorAccount {
     pub config: VendorConfig,
@@ -205,6 +211,9 @@ pub struct VendorAccount {
     submit_limiter: DefaultDirectRateLimiter,
     status_limiter: DefaultDirectRateLimiter,
     permits: Semaphore,
+    /// Status, task-list and quota calls hold at most half the permits (at least one), so polls
+    /// queued behind a slow status limiter never hold every permit and stall submissions.
+    status_gate: Semaphore,
     /// No call before this instant: a fresh limiter starts full, and the previous process may
     /// have used the current second's budget just before it died or was reloaded.
     not_before: Instant,
@@ -287,6 +296,7 @@ impl VendorAccount {
             submit_limiter: limiter(config.requests_per_second),
             status_limiter: limiter(config.status_requests_per_second),
             permits: Semaphore::new(config.concurrency as usize),
+            status_gate: Semaphore::new((config.concurrency as usize / 2).max(1)),
             not_before: Instant::now() + Duration::from_secs(1),
             api,
             config,
@@ -305,7 +315,13 @@ impl VendorAccount {
         &self.config.name
     }
 
-    async fn admit(&self, limiter: &DefaultDirectRateLimiter) -> tokio::sync::SemaphorePermit<'_> {
+    async fn admit(&self, limiter: &DefaultDirectRateLimiter) -> Admitted<'_> {
+        // A status-class call first passes its own gate (see `status_gate`).
+        let gate = if std::ptr::eq(limiter, &self.status_limiter) {
+            Some(self.status_gate.acquire().await.expect("semaphore never closed"))
+        } else {
+            None
+        };
         let permit = self.permits.acquire().await.expect("semaphore never closed");
         let now = Instant::now();
         if now < self.not_before {
@@ -316,7 +332,7 @@ impl VendorAccount {
             limiter.until_ready().await;
         }
         self.stats.calls.fetch_add(1, Ordering::Relaxed);
-        permit
+        Admitted { _gate: gate, _permit: permit }
     }
 
     fn count<T>(&self, r: &Result<T, VendorError>) {

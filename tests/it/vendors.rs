@@ -284,3 +284,72 @@ async fn a_vendor_that_keeps_failing_opens_its_circuit_and_a_probe_closes_it() {
     w.at(T0 + 90_000).await;
     assert_eq!(w.emu.ledger().len(), 2, "closed again: the next slice goes normally");
 }
+
+/// A vendor that answers every call at once: only the account's permits and limiters pace it.
+struct Instant;
+
+impl preloadd::vendor::VendorApi for Instant {
+    fn capabilities(&self) -> preloadd::vendor::Capabilities {
+        preloadd::vendor::Capabilities {
+            preload: true,
+            refresh_file: true,
+            refresh_dir: true,
+            task_status: true,
+            quota: false,
+            task_list: false,
+        }
+    }
+
+    fn submit<'a>(
+        &'a self,
+        _req: preloadd::vendor::SubmitRequest<'a>,
+    ) -> futures_util::future::BoxFuture<'a, Result<preloadd::vendor::Accepted, preloadd::vendor::VendorError>> {
+        Box::pin(async { Ok(preloadd::vendor::Accepted::tasks(vec!["t".into()])) })
+    }
+
+    fn task_status<'a>(
+        &'a self,
+        _task_type: TaskType,
+        _task_ids: &'a [String],
+        _urls: &'a [String],
+        _since_ms: i64,
+    ) -> futures_util::future::BoxFuture<'a, Result<Vec<preloadd::vendor::UrlReport>, preloadd::vendor::VendorError>>
+    {
+        Box::pin(async { Ok(Vec::new()) })
+    }
+}
+
+#[tokio::test]
+async fn status_polls_queued_on_their_limiter_never_hold_every_permit_from_submissions() {
+    // Four permits, status calls limited to one a second, twenty polls queued before a submit.
+    let mut config = crate::common::webhook_vendor("v", "http://127.0.0.1:9/hook", 100);
+    config.concurrency = 4;
+    config.status_requests_per_second = 1;
+    let account = Arc::new(preloadd::vendor::VendorAccount::new(config, Box::new(Instant)));
+    let done = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut polls = Vec::new();
+    for _ in 0..20 {
+        let (account, done) = (account.clone(), done.clone());
+        polls.push(tokio::spawn(async move {
+            account.task_status(TaskType::Preload, &["t".into()], &[], 0).await.unwrap();
+            done.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }));
+    }
+    tokio::task::yield_now().await;
+    let urls = vec!["https://a.example/1".to_string()];
+    let req = preloadd::vendor::SubmitRequest {
+        task_type: TaskType::Preload,
+        urls: &urls,
+        job: "j",
+        plan_id: 1,
+        slice_id: 1,
+    };
+    account.submit(req).await.unwrap();
+    // Polls go one a second: had they held every permit, the submit would have waited for
+    // about sixteen of them.
+    let polled = done.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(polled <= 5, "the submit waited for {polled} status polls");
+    for p in polls {
+        p.abort();
+    }
+}
