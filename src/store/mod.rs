@@ -265,22 +265,32 @@ const CHECKPOINT_WAL_BYTES: u64 = 4 << 20;
 /// Moves the write-ahead log into the database file from a reader connection, beside the
 /// writer. SQLite's automatic checkpoint would run inside whichever commit crosses the limit
 /// and stall every writer behind it for the database file's fsync (hundreds of milliseconds
-/// under load); a passive checkpoint here never blocks the writer. Looks twice a second (one
+/// under load); a passive checkpoint here never blocks the writer. Looks every two seconds (one
 /// `stat`), and ends when the store is closed.
 async fn checkpointer(readers: SqlitePool, wal: PathBuf) {
-    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    let mut tick = tokio::time::interval(Duration::from_secs(2));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The WAL file keeps its size after a checkpoint (SQLite reuses it from the start), so its
+    // size alone would mean a checkpoint every turn of an idle daemon: only a WAL written since
+    // the last checkpoint counts.
+    let mut checkpointed: Option<std::time::SystemTime> = None;
     loop {
         tick.tick().await;
         if readers.is_closed() {
             return;
         }
-        let big = std::fs::metadata(&wal).map(|m| m.len() > CHECKPOINT_WAL_BYTES).unwrap_or(false);
-        if big {
+        let written = std::fs::metadata(&wal)
+            .ok()
+            .filter(|m| m.len() > CHECKPOINT_WAL_BYTES)
+            .and_then(|m| m.modified().ok())
+            .filter(|t| Some(*t) != checkpointed);
+        if let Some(modified) = written {
+            checkpointed = Some(modified);
             if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)").execute(&readers).await {
                 if !readers.is_closed() {
                     tracing::warn!(error = %e, "WAL checkpoint failed; will retry");
                 }
+                checkpointed = None;
             }
         }
     }
