@@ -300,7 +300,21 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .layer(axum::extract::DefaultBodyLimit::max(1 << 20))
+        .layer(middleware::from_fn(close_after_refused_body))
         .with_state(state)
+}
+
+/// A request refused with a 4xx while it carried a body may not have been read to its end (a
+/// body over the limit, broken JSON): the answer says `Connection: close`, so the client does not
+/// send its next request down a connection the server is about to close.
+async fn close_after_refused_body(req: axum::extract::Request, next: middleware::Next) -> axum::response::Response {
+    let has_body = req.headers().contains_key(axum::http::header::CONTENT_LENGTH)
+        || req.headers().contains_key(axum::http::header::TRANSFER_ENCODING);
+    let mut response = next.run(req).await;
+    if has_body && response.status().is_client_error() {
+        response.headers_mut().insert(axum::http::header::CONNECTION, axum::http::HeaderValue::from_static("close"));
+    }
+    response
 }
 
 /// The OpenAPI 3.1 document of the API, built from the same route list the router serves.
