@@ -64,27 +64,10 @@ async fn main() {
     for n in sizes {
         let dir = tempfile::tempdir().unwrap();
         let list = dir.path().join("list.txt");
-        {
-            let mut f = std::io::BufWriter::new(std::fs::File::create(&list).unwrap());
-            for i in 0..n {
-                writeln!(f, "https://cdn{}.example.com/assets/{i:010}/app.bundle.js?v=3", i % 7).unwrap();
-            }
-        }
-        let store = Store::open_dir(&dir.path().join("state")).await.unwrap();
-        let new = NewJob {
-            name: "bench".into(),
-            task_type: TaskType::Preload,
-            vendors: vec!["v".into()],
-            source: JobSource::Api,
-            catch_up: CatchUp::Skip,
-        };
-        let file = tokio::io::BufReader::with_capacity(64 * 1024, tokio::fs::File::open(&list).await.unwrap());
-        let started = Instant::now();
-        let (_, report) = preloadd::ingest::create_job(&store, &new, file, 0).await.unwrap();
-        let secs = started.elapsed().as_secs_f64();
+        let (secs, report) =
+            ingest(&list, n, |i| format!("https://cdn{}.example.com/assets/{i:010}/app.bundle.js?v=3", i % 7)).await;
         assert_eq!(report.added, n);
         let rate = n as f64 / secs;
-        store.close().await;
         let base = baseline(&list, &dir.path().join("baseline.db"));
         println!(
             "ingest: {n} URLs in {secs:.2} s = {rate:.0} URLs/s; baseline (rusqlite, one prepared INSERT per row, one \
@@ -95,29 +78,36 @@ async fn main() {
     }
 }
 
-async fn duplicates(n: u64) {
-    let dir = tempfile::tempdir().unwrap();
-    let list = dir.path().join("dups.txt");
+/// Writes a list of `n` lines (`line(i)`) to `list`, then loads it into a new job in a store
+/// beside it: the seconds the load took, and its report.
+async fn ingest(list: &std::path::Path, n: u64, line: impl Fn(u64) -> String) -> (f64, preloadd::ingest::IngestReport) {
     {
-        let mut f = std::io::BufWriter::new(std::fs::File::create(&list).unwrap());
+        let mut f = std::io::BufWriter::new(std::fs::File::create(list).unwrap());
         for i in 0..n {
-            writeln!(f, "https://cdn.example.com/assets/{}.js", i % 10).unwrap();
+            writeln!(f, "{}", line(i)).unwrap();
         }
     }
-    let store = Store::open_dir(&dir.path().join("state")).await.unwrap();
+    let store = Store::open_dir(&list.with_extension("state")).await.unwrap();
     let new = NewJob {
-        name: "dups".into(),
+        name: "bench".into(),
         task_type: TaskType::Preload,
         vendors: vec!["v".into()],
         source: JobSource::Api,
         catch_up: CatchUp::Skip,
     };
-    let file = tokio::io::BufReader::with_capacity(64 * 1024, tokio::fs::File::open(&list).await.unwrap());
+    let file = tokio::io::BufReader::with_capacity(64 * 1024, tokio::fs::File::open(list).await.unwrap());
     let started = Instant::now();
     let (_, report) = preloadd::ingest::create_job(&store, &new, file, 0).await.unwrap();
     let secs = started.elapsed().as_secs_f64();
-    assert_eq!((report.valid, report.added), (n, 10));
     store.close().await;
+    (secs, report)
+}
+
+async fn duplicates(n: u64) {
+    let dir = tempfile::tempdir().unwrap();
+    let (secs, report) =
+        ingest(&dir.path().join("dups.txt"), n, |i| format!("https://cdn.example.com/assets/{}.js", i % 10)).await;
+    assert_eq!((report.valid, report.added), (n, 10));
     println!(
         "ingest duplicates: {n} lines of 10 distinct URLs in {secs:.2} s = {:.0} lines/s; 10 kept; peak RSS so far {} MiB",
         n as f64 / secs,

@@ -367,17 +367,13 @@ impl Engine {
                 tokio::select! {
                     _ = tokio::time::sleep(Duration::from_millis(early_ms as u64)) => {}
                     _ = self.cancel.cancelled() => {
-                        if let Some((bucket, day)) = &quota {
-                            self.store.refund_quota(account.name(), bucket, day, chunk.len() as i64).await?;
-                        }
+                        self.refund(&account, &quota, chunk.len()).await?;
                         return self.store.defer_subtask(id, None, "", self.now()).await;
                     }
                 }
                 // The plan may have been changed or stopped meanwhile, which withdraws the slice.
                 if !self.store.subtask_still_of(id, &work.slice).await? {
-                    if let Some((bucket, day)) = &quota {
-                        self.store.refund_quota(account.name(), bucket, day, chunk.len() as i64).await?;
-                    }
+                    self.refund(&account, &quota, chunk.len()).await?;
                     info!("slice withdrawn by a plan change before its due time; not sent");
                     return Ok(());
                 }
@@ -398,9 +394,7 @@ impl Engine {
                     // The vendor keeps failing: this subtask fails at once with the vendor's
                     // last error, without a call, so the other vendors' slices go on (the cursor
                     // moves when every vendor has the slice recorded). `retry-failed` replays it.
-                    if let Some((bucket, day)) = &quota {
-                        self.store.refund_quota(account.name(), bucket, day, chunk.len() as i64).await?;
-                    }
+                    self.refund(&account, &quota, chunk.len()).await?;
                     let (code, message) = account.breaker.last_error();
                     let message = format!(
                         "circuit open until {} after repeated failures; last error: {message}",
@@ -456,9 +450,7 @@ impl Engine {
                             .await;
                     }
                     _ => {
-                        if let Some((bucket, day)) = &quota {
-                            self.store.refund_quota(account.name(), bucket, day, chunk.len() as i64).await?;
-                        }
+                        self.refund(&account, &quota, chunk.len()).await?;
                         warn!(code = %e.code, message = %e.message, "vendor call failed for good");
                         return self.store.fail_subtask(id, &e.code, &e.message, self.now()).await;
                     }
@@ -479,6 +471,19 @@ impl Engine {
                 return Ok(());
             }
             work.subtask.urls_sent += chunk.len() as i64;
+        }
+    }
+
+    /// Gives back a reservation of `n` URLs a request did not use.
+    async fn refund(
+        &self,
+        account: &VendorAccount,
+        quota: &Option<(String, String)>,
+        n: usize,
+    ) -> Result<(), StoreError> {
+        match quota {
+            Some((bucket, day)) => self.store.refund_quota(account.name(), bucket, day, n as i64).await,
+            None => Ok(()),
         }
     }
 

@@ -393,15 +393,7 @@ impl Store {
         self.grouped(move |conn| {
             async move {
                 // Outcomes the vendor reported in its answer (a vendor that does the work in the call).
-                for (seq, status, detail) in &outcomes {
-                    sqlx::query("UPDATE url_outcomes SET status = ?, detail = ? WHERE subtask_id = ? AND seq = ?")
-                        .bind(status.as_str())
-                        .bind(detail)
-                        .bind(id)
-                        .bind(seq)
-                        .execute(&mut *conn)
-                        .await?;
-                }
+                set_url_outcomes(conn, id, &outcomes).await?;
                 let (slice_id, urls_sent, known_ids, url_count): (i64, i64, String, i64) = sqlx::query_as(
                     "SELECT st.slice_id, st.urls_sent, st.vendor_task_ids, s.url_count \
                      FROM subtasks st JOIN slices s ON s.id = st.slice_id WHERE st.id = ?",
@@ -471,8 +463,7 @@ impl Store {
                     .bind(id)
                     .execute(&mut *conn)
                     .await?;
-                let slice_id = subtask_in(conn, id).await?.slice_id;
-                refresh_slice(conn, slice_id, now).await
+                refresh_slice_of(conn, id, now).await
             }
             .boxed()
         })
@@ -503,8 +494,7 @@ impl Store {
                 .bind(id)
                 .execute(&mut *conn)
                 .await?;
-                let slice_id = subtask_in(conn, id).await?.slice_id;
-                refresh_slice(conn, slice_id, now).await
+                refresh_slice_of(conn, id, now).await
             }
             .boxed()
         })
@@ -523,15 +513,7 @@ impl Store {
         let outcomes = outcomes.to_vec();
         self.grouped(move |conn| {
             async move {
-                for (seq, status, detail) in &outcomes {
-                    sqlx::query("UPDATE url_outcomes SET status = ?, detail = ? WHERE subtask_id = ? AND seq = ?")
-                        .bind(status.as_str())
-                        .bind(detail)
-                        .bind(id)
-                        .bind(seq)
-                        .execute(&mut *conn)
-                        .await?;
-                }
+                set_url_outcomes(conn, id, &outcomes).await?;
                 let pending: i64 =
                     sqlx::query_scalar("SELECT COUNT(*) FROM url_outcomes WHERE subtask_id = ? AND status = 'pending'")
                         .bind(id)
@@ -550,8 +532,7 @@ impl Store {
                 .bind(id)
                 .execute(&mut *conn)
                 .await?;
-                let slice_id = subtask_in(conn, id).await?.slice_id;
-                refresh_slice(conn, slice_id, now).await?;
+                refresh_slice_of(conn, id, now).await?;
                 Ok(done)
             }
             .boxed()
@@ -749,6 +730,30 @@ async fn finish_plan(conn: &mut SqliteConnection, plan_id: i64, now: i64) -> Res
     .execute(&mut *conn)
     .await?;
     Ok(())
+}
+
+/// Records per-URL outcomes `(seq, status, detail)` of one subtask.
+async fn set_url_outcomes(
+    conn: &mut SqliteConnection,
+    subtask_id: i64,
+    outcomes: &[(i64, UrlStatus, String)],
+) -> Result<()> {
+    for (seq, status, detail) in outcomes {
+        sqlx::query("UPDATE url_outcomes SET status = ?, detail = ? WHERE subtask_id = ? AND seq = ?")
+            .bind(status.as_str())
+            .bind(detail)
+            .bind(subtask_id)
+            .bind(seq)
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(())
+}
+
+/// [`refresh_slice`] for the slice of subtask `subtask_id`.
+async fn refresh_slice_of(conn: &mut SqliteConnection, subtask_id: i64, now: i64) -> Result<()> {
+    let slice_id = subtask_in(conn, subtask_id).await?.slice_id;
+    refresh_slice(conn, slice_id, now).await
 }
 
 /// Derives a slice's status from its subtasks, and fails the plan when every vendor failed it.
