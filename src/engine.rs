@@ -191,18 +191,20 @@ impl Engine {
     /// Advances plan statuses and takes every due slice. Returns the new slices' subtask ids.
     pub async fn tick(&self) -> Result<Vec<i64>, StoreError> {
         let now = self.now();
-        self.tick_until(now, now, |_| {}).await
+        self.tick_until(now, now, &HashSet::new(), |_| {}).await
     }
 
     /// [`Engine::tick`], also taking the slices due up to `horizon` ahead of time.
     /// Slices are taken `TAKE_BATCH` to a transaction, earliest due first, and `on_taken` hears
     /// of each batch's subtasks at once: when thousands of plans are due together, the first
-    /// workers start after one short commit, not after all of them.
+    /// workers start after one short commit, not after all of them. Subtasks of the accounts in
+    /// `send_at_once` are taken `submitting` already (see [`Store::take_slices_marking`]).
     async fn tick_until(
         &self,
         now: i64,
         horizon: i64,
-        mut on_taken: impl FnMut(&[i64]),
+        send_at_once: &HashSet<String>,
+        mut on_taken: impl FnMut(Vec<SubtaskWork>),
     ) -> Result<Vec<i64>, StoreError> {
         self.fire_schedules(now).await?;
         for (plan, status) in self.store.advance_plans_until(now, horizon).await? {
@@ -212,7 +214,7 @@ impl Engine {
         let due = self.store.due_plans(horizon).await?;
         for batch in due.chunks(TAKE_BATCH) {
             let mut taken = Vec::new();
-            for s in self.store.take_slices(batch, now, horizon).await? {
+            for s in self.store.take_slices_marking(batch, now, horizon, send_at_once).await? {
                 info!(
                     plan = s.slice.plan_id,
                     slice = s.slice.id,
@@ -221,10 +223,10 @@ impl Engine {
                     due_in_ms = s.slice.due_at - now,
                     "slice taken"
                 );
-                taken.extend(s.subtask_ids);
+                started.extend(s.subtask_ids);
+                taken.extend(s.work);
             }
-            on_taken(&taken);
-            started.extend(taken);
+            on_taken(taken);
         }
         Ok(started)
     }
@@ -326,16 +328,27 @@ impl Engine {
     /// subtask with the vendor's code and message.
     pub async fn run_subtask(&self, id: i64) -> Result<(), StoreError> {
         let Some(_guard) = self.claim(id) else { return Ok(()) };
+        let withdrawals = self.store.withdrawals();
         let work = self.store.subtask_work(id).await?;
         if work.subtask.status != SubmitStatus::Pending {
             return Ok(());
         }
-        let span = info_span!("slice", job = %work.job_name, plan = work.slice.plan_id, slice = work.slice.id, k = work.slice.k, vendor = %work.subtask.vendor);
-        self.submit_all(work).instrument(span).await
+        self.submit_all(work, withdrawals).await
     }
 
-    async fn submit_all(&self, mut work: SubtaskWork) -> Result<(), StoreError> {
+    /// Submits a subtask as the take recorded it, `submitting` already when its account has no
+    /// quota to reserve (the caller owns it in `busy`). `withdrawals` is
+    /// [`Store::withdrawals`] from before the take.
+    async fn submit_all(&self, work: SubtaskWork, withdrawals: u64) -> Result<(), StoreError> {
+        let span = info_span!("slice", job = %work.job_name, plan = work.slice.plan_id, slice = work.slice.id, k = work.slice.k, vendor = %work.subtask.vendor);
+        self.submit_requests(work, withdrawals).instrument(span).await
+    }
+
+    async fn submit_requests(&self, mut work: SubtaskWork, withdrawals: u64) -> Result<(), StoreError> {
         let id = work.subtask.id;
+        // Taken `submitting` (see `Store::take_slices_marking`): the first request needs no
+        // write before it leaves.
+        let mut marked = work.subtask.status == SubmitStatus::Submitting;
         let Some(account) = self.vendors().get(&work.subtask.vendor).cloned() else {
             let msg = format!("vendor account `{}` is not configured", work.subtask.vendor);
             warn!("{msg}");
@@ -359,7 +372,9 @@ impl Engine {
                     return self.store.defer_subtask(id, Some(until), &reason, self.now()).await;
                 }
             };
-            self.store.mark_submitting(id, self.now()).await?;
+            if !std::mem::take(&mut marked) {
+                self.store.mark_submitting(id, self.now()).await?;
+            }
             // A slice taken ahead of time has its state committed; the request waits for the
             // due instant.
             let early_ms = work.slice.due_at - self.now();
@@ -371,8 +386,9 @@ impl Engine {
                         return self.store.defer_subtask(id, None, "", self.now()).await;
                     }
                 }
-                // The plan may have been changed or stopped meanwhile, which withdraws the slice.
-                if !self.store.subtask_still_of(id, &work.slice).await? {
+                // The plan may have been changed or stopped meanwhile, which withdraws the slice
+                // (and counts a withdrawal: without one, there is nothing to look up).
+                if self.store.withdrawals() != withdrawals && !self.store.subtask_still_of(id, &work.slice).await? {
                     self.refund(&account, &quota, chunk.len()).await?;
                     info!("slice withdrawn by a plan change before its due time; not sent");
                     return Ok(());
@@ -657,7 +673,27 @@ impl Engine {
     async fn dispatch(self: &Arc<Self>) -> Result<(), StoreError> {
         let now = self.now();
         let horizon = now + self.settings.dispatch_lead.as_millis() as i64;
-        self.tick_until(now, horizon, |ids| ids.iter().for_each(|&id| self.start_worker(id))).await?;
+        // Accounts with no daily quota to reserve: their subtasks are taken `submitting`.
+        let send_at_once: HashSet<String> =
+            self.vendors().iter().filter(|a| a.config.daily_quota.is_none()).map(|a| a.name().to_string()).collect();
+        let withdrawals = self.store.withdrawals();
+        let mut unclaimed = Vec::new();
+        self.tick_until(now, horizon, &send_at_once, |taken| {
+            for work in taken {
+                if work.subtask.status != SubmitStatus::Submitting {
+                    self.start_worker(work.subtask.id);
+                } else if let Err(id) = self.start_taken(work, withdrawals) {
+                    unclaimed.push(id);
+                }
+            }
+        })
+        .await?;
+        // SQLite gave a withdrawn slice's subtask id to a new one while the withdrawn slice's
+        // worker still sleeps under it: the new subtask, never sent, goes back to pending and
+        // the usual path starts it once that worker has gone.
+        for id in unclaimed {
+            self.store.defer_subtask(id, None, "", self.now()).await?;
+        }
         let now = self.now();
         for id in self.store.runnable_subtasks(now).await? {
             self.start_worker(id);
@@ -684,12 +720,35 @@ impl Engine {
         let me = self.clone();
         self.tracker.spawn(async move {
             if let Err(e) = me.run_subtask(id).await {
-                warn!(subtask = id, error = %e, "subtask worker failed");
-                // The vendor may have the request while its answer was not recorded.
-                me.reconcile.store(true, Ordering::Relaxed);
-                me.wake.notify_one();
+                me.worker_failed(id, &e);
             }
         });
+    }
+
+    /// Spawns the worker of a subtask the take recorded `submitting`: it owns the subtask from
+    /// here (no reconciliation takes it for one left behind), and sends at the due instant.
+    /// `Err(id)` when a worker already owns that id.
+    fn start_taken(self: &Arc<Self>, work: SubtaskWork, withdrawals: u64) -> Result<(), i64> {
+        let id = work.subtask.id;
+        if !self.busy.lock().expect("busy lock").insert(id) {
+            return Err(id);
+        }
+        let me = self.clone();
+        self.tracker.spawn(async move {
+            let _guard = BusyGuard(&me, id);
+            if let Err(e) = me.submit_all(work, withdrawals).await {
+                me.worker_failed(id, &e);
+            }
+        });
+        Ok(())
+    }
+
+    /// A submission worker failed on the database: the vendor may have the request while its
+    /// answer was not recorded, so the loop reconciles.
+    fn worker_failed(&self, id: i64, e: &StoreError) {
+        warn!(subtask = id, error = %e, "subtask worker failed");
+        self.reconcile.store(true, Ordering::Relaxed);
+        self.wake.notify_one();
     }
 
     fn is_busy(&self, id: i64) -> bool {

@@ -10,19 +10,18 @@
 //! A caller's answer therefore always means "durable" (or "not written at all"), exactly as with
 //! its own transaction.
 
-use futures_util::future::BoxFuture;
-use sqlx::sqlite::SqliteConnection;
-use sqlx::{Connection, SqlitePool};
+use sqlx::SqlitePool;
 use tokio::sync::{mpsc, oneshot};
 use tracing::warn;
 
+use super::raw::with_raw;
 use super::{Result, Store, StoreError};
 
 /// What the committer calls once the batch's fate is known: `None` when it committed, else why not.
 type Completion = Box<dyn FnOnce(Option<&StoreError>) + Send>;
 
-/// One caller's writes: run inside a savepoint; `true` when they succeeded.
-pub(super) type GroupOp = Box<dyn for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFuture<'c, (bool, Completion)> + Send>;
+/// One caller's writes, run synchronously inside a savepoint: `true` when they succeeded.
+pub(super) type GroupOp = Box<dyn FnOnce(&rusqlite::Connection) -> (bool, Completion) + Send>;
 
 /// At most this many callers share one transaction, so a batch never holds the writer long.
 const MAX_BATCH: usize = 256;
@@ -45,27 +44,32 @@ pub(super) fn start(writer: SqlitePool) -> mpsc::UnboundedSender<GroupOp> {
     send
 }
 
-/// Runs one batch in one transaction and answers every caller after the commit.
+/// Runs one batch in one transaction and answers every caller after the commit. The callers'
+/// statements run on the writer's handle in one go (see `raw`): three hand-offs to sqlx's thread
+/// per batch (begin, handle, commit), not two per statement.
 async fn run_batch(writer: &SqlitePool, ops: Vec<GroupOp>) {
     let mut done: Vec<Completion> = Vec::with_capacity(ops.len());
-    let outcome: Result<(), sqlx::Error> = async {
+    let outcome: Result<()> = async {
         let mut tx = writer.begin_with("BEGIN IMMEDIATE").await?;
-        for op in ops {
-            let mut savepoint = tx.begin().await?;
-            let (ok, completion) = op(&mut savepoint).await;
-            done.push(completion);
-            if ok {
-                savepoint.commit().await?;
-            } else {
-                savepoint.rollback().await?;
+        with_raw(&mut tx, |db| {
+            for op in ops {
+                db.execute_batch("SAVEPOINT grouped")?;
+                let (ok, completion) = op(db);
+                done.push(completion);
+                if !ok {
+                    db.execute_batch("ROLLBACK TO grouped")?;
+                }
+                db.execute_batch("RELEASE grouped")?;
             }
-        }
-        tx.commit().await
+            Ok(())
+        })
+        .await?;
+        Ok(tx.commit().await?)
     }
     .await;
     let error = outcome.err().map(|e| {
         warn!(error = %e, callers = done.len(), "group commit failed; no write of the batch was kept");
-        StoreError::from(e)
+        e
     });
     for completion in done {
         completion(error.as_ref());
@@ -74,31 +78,28 @@ async fn run_batch(writer: &SqlitePool, ops: Vec<GroupOp>) {
 
 impl Store {
     /// Runs `f` as part of the next group commit and returns its result once that commit is
-    /// durable. `f` sees a connection inside a savepoint of an open write transaction: it must
-    /// not commit, and must not wait on anything but the database.
+    /// durable. `f` runs synchronously on the writer's handle inside a savepoint of an open write
+    /// transaction: it must not commit, nor end the savepoint.
     pub(super) async fn grouped<T, F>(&self, f: F) -> Result<T>
     where
         T: Send + 'static,
-        F: for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFuture<'c, Result<T>> + Send + 'static,
+        F: FnOnce(&rusqlite::Connection) -> Result<T> + Send + 'static,
     {
         let (answer, answered) = oneshot::channel::<Result<T>>();
-        let op: GroupOp = Box::new(move |conn: &mut SqliteConnection| {
-            let work = f(conn);
-            Box::pin(async move {
-                let result = work.await;
-                let ok = result.is_ok();
-                let completion: Completion = Box::new(move |commit_error: Option<&StoreError>| {
-                    let result = match commit_error {
-                        None => result,
-                        // Each caller gets the batch's error, a full disk still a full disk.
-                        Some(StoreError::DiskFull(m)) => Err(StoreError::DiskFull(m.clone())),
-                        Some(StoreError::Unwritable(m)) => Err(StoreError::Unwritable(m.clone())),
-                        Some(e) => Err(StoreError::Commit(e.to_string())),
-                    };
-                    let _ = answer.send(result);
-                });
-                (ok, completion)
-            })
+        let op: GroupOp = Box::new(move |db: &rusqlite::Connection| {
+            let result = f(db);
+            let ok = result.is_ok();
+            let completion: Completion = Box::new(move |commit_error: Option<&StoreError>| {
+                let result = match commit_error {
+                    None => result,
+                    // Each caller gets the batch's error, a full disk still a full disk.
+                    Some(StoreError::DiskFull(m)) => Err(StoreError::DiskFull(m.clone())),
+                    Some(StoreError::Unwritable(m)) => Err(StoreError::Unwritable(m.clone())),
+                    Some(e) => Err(StoreError::Commit(e.to_string())),
+                };
+                let _ = answer.send(result);
+            });
+            (ok, completion)
         });
         self.group.send(op).map_err(|_| StoreError::Commit("the database is closed".into()))?;
         answered.await.map_err(|_| StoreError::Commit("the write was abandoned before its commit".into()))?

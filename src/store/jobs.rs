@@ -113,6 +113,8 @@ impl Store {
 
     pub async fn delete_job(&self, id: i64) -> Result<()> {
         let mut tx = self.write().await?;
+        // Its slices go too, one taken ahead of its due time included: its worker must look.
+        self.withdrawals.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let n = sqlx::query("DELETE FROM jobs WHERE id = ?").bind(id).execute(&mut *tx).await?.rows_affected();
         tx.commit().await?;
         if n == 0 {

@@ -11,8 +11,10 @@ mod jobs;
 mod metrics;
 mod plans;
 mod quota;
+mod raw;
 mod reports;
 mod schedules;
+mod steps;
 mod tasks;
 mod work;
 
@@ -67,6 +69,9 @@ pub enum StoreError {
     Unwritable(String),
     #[error("database error: {0}")]
     Db(sqlx::Error),
+    /// A database error on the engine's direct path (see `raw`), as SQLite worded it.
+    #[error("database error: {0}")]
+    Raw(String),
     #[error("database migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     /// A grouped write was not committed (the batch's commit failed, or the store closed).
@@ -116,6 +121,10 @@ pub struct Store {
     pool: SqlitePool,
     writer: SqlitePool,
     group: tokio::sync::mpsc::UnboundedSender<group::GroupOp>,
+    /// Counts slices withdrawn unsent (a plan changed or stopped between the take and the due
+    /// instant): a worker about to send checks the database only when it moved (see
+    /// [`Store::withdrawals`]).
+    withdrawals: std::sync::Arc<std::sync::atomic::AtomicU64>,
     path: PathBuf,
 }
 
@@ -182,7 +191,7 @@ impl Store {
             .map_err(open_error)?;
         let group = group::start(writer.clone());
         tokio::spawn(checkpointer(pool.clone(), wal_path(path)));
-        let store = Store { pool, writer, group, path: path.to_path_buf() };
+        let store = Store { pool, writer, group, withdrawals: Default::default(), path: path.to_path_buf() };
         store.check_pragmas().await?;
         Ok(store)
     }
@@ -212,6 +221,13 @@ impl Store {
     /// Starts a write transaction with `BEGIN IMMEDIATE`.
     pub async fn write(&self) -> Result<Tx> {
         Ok(self.writer.begin_with("BEGIN IMMEDIATE").await?)
+    }
+
+    /// How many slices were withdrawn unsent so far (counted before the withdrawal commits). A
+    /// worker that took a slice ahead of time and finds this unchanged at its due instant knows
+    /// the slice was not withdrawn, without a query.
+    pub fn withdrawals(&self) -> u64 {
+        self.withdrawals.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     pub fn pool(&self) -> &SqlitePool {

@@ -163,7 +163,9 @@ impl Store {
         }
         check_overlap(&mut tx, plan.job_id, start, end, Some(id)).await?;
         // A slice taken ahead of its due time and not sent yet follows the new values too.
-        withdraw_unsent_slice(&mut tx, id, now).await?;
+        if withdraw_unsent_slice(&mut tx, id, now).await? {
+            self.withdrawals.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
         let last_sent: Option<i64> = sqlx::query_scalar(LAST_SENT).bind(id).fetch_one(&mut *tx).await?;
         let mut status = plan.status;
         let mut next_due = plan.next_due;
@@ -206,7 +208,9 @@ impl Store {
             )));
         }
         // A slice taken ahead of its due time and not sent yet is not sent.
-        withdraw_unsent_slice(&mut tx, id, now).await?;
+        if withdraw_unsent_slice(&mut tx, id, now).await? {
+            self.withdrawals.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
         sqlx::query("UPDATE plans SET status = 'stopped', next_due = NULL, updated_at = ? WHERE id = ?")
             .bind(now)
             .bind(id)
