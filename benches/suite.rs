@@ -160,7 +160,11 @@ async fn throughput(urls: usize) {
 /// Dispatch precision: many plans at once with intervals of 1–10 s, start times spread over a
 /// second; lateness of each slice's request at the receiving webhook against the slice's due
 /// time, and CPU per 1,000 slices (the whole process: engine, SQLite and the webhook).
-async fn dispatch(plans: usize, seconds: u64) {
+/// Dispatch precision: `plans` plans of one URL a slice, intervals 1–10 s, for `seconds`.
+/// Each plan starts at its own phase within its interval, as plans created over time do, so the
+/// load is steady from the first second; `aligned` starts them all within one second instead,
+/// and every plan's first slice falls due in that second (the worst case).
+async fn dispatch(plans: usize, seconds: u64, aligned: bool) {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open_dir(dir.path()).await.unwrap();
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
@@ -172,7 +176,7 @@ async fn dispatch(plans: usize, seconds: u64) {
     let app = axum::Router::new().route(
         "/hook",
         axum::routing::post(move |body: axum::Json<serde_json::Value>| {
-            let at = SystemClock.now_ms();
+            let at = SystemClock.now_us();
             noted.lock().unwrap().push((body["slice"].as_i64().unwrap_or(-1), at));
             async { "{}" }
         }),
@@ -193,6 +197,14 @@ async fn dispatch(plans: usize, seconds: u64) {
     let now = clock.now_ms();
     let start = now + 5_000 + plans as i64 / 2;
     let per_job = seconds as usize + 2;
+    let interval = |p: usize| 1_000 * (1 + (p % 10) as i64);
+    let phase = |p: usize| {
+        if aligned {
+            (p as i64 * 37) % 1000
+        } else {
+            (p as i64 * 7_919) % interval(p).min(seconds as i64 * 1000)
+        }
+    };
     for chunk in (0..plans).collect::<Vec<_>>().chunks(1_000) {
         let mut tx = store.write().await.unwrap();
         for &p in chunk {
@@ -207,9 +219,9 @@ async fn dispatch(plans: usize, seconds: u64) {
             let urls: Vec<String> = (0..per_job).map(|i| format!("https://bench.example.com/d{p}/{i}.js")).collect();
             preloadd::store::append_urls_tx(&mut tx, j, &urls).await.unwrap();
             let spec = PlanSpec {
-                start_time: start + (p as i64 * 37) % 1000,
+                start_time: start + phase(p),
                 end_time: start + seconds as i64 * 1000,
-                interval_ms: 1_000 * (1 + (p % 10) as i64),
+                interval_ms: interval(p),
                 slice_len: 1,
             };
             preloadd::store::insert_plan(&mut tx, j, &spec, "api", now).await.unwrap();
@@ -218,12 +230,14 @@ async fn dispatch(plans: usize, seconds: u64) {
     }
     let expected: i64 = (0..plans)
         .map(|p| {
-            let window = seconds as i64 * 1000 - (p as i64 * 37) % 1000;
-            let interval = 1_000 * (1 + (p % 10) as i64);
-            (window + interval - 1) / interval
+            let window = seconds as i64 * 1000 - phase(p);
+            (window + interval(p) - 1) / interval(p)
         })
         .sum();
     let wait = Duration::from_millis((start - clock.now_ms()).max(0) as u64 + seconds * 1000 + 2_000);
+    if std::env::var_os("PRELOADD_BENCH_DETAIL").is_some() {
+        println!("  set-up done {} ms before the first plan starts", start - clock.now_ms());
+    }
     let runner = tokio::spawn(engine.clone().run(Duration::from_secs(5), || {}));
     let cpu0 = cpu_seconds();
     tokio::time::sleep(wait).await;
@@ -239,28 +253,41 @@ async fn dispatch(plans: usize, seconds: u64) {
             .map(|(id, due, created)| (id, (due, created)))
             .collect();
     let arrivals = arrivals.lock().unwrap().clone();
-    let mut late: Vec<f64> = arrivals.iter().filter_map(|(s, at)| due.get(s).map(|(d, _)| (at - d) as f64)).collect();
+    // Arrivals are noted in microseconds; lateness is in milliseconds.
+    let late_ms = |at: i64, due: i64| (at - due * 1000) as f64 / 1000.0;
+    let mut late: Vec<f64> = arrivals.iter().filter_map(|(s, at)| due.get(s).map(|(d, _)| late_ms(*at, *d))).collect();
     late.sort_by(|a, b| a.partial_cmp(b).unwrap());
     let early = late.iter().filter(|l| **l < 0.0).count();
     if std::env::var_os("PRELOADD_BENCH_DETAIL").is_some() {
+        // Per second of due time: slices, late > 20 ms, p99 lateness, and how far ahead of
+        // their due time the slices were taken (p1): a take that fell behind shows there.
         let t0 = due.values().map(|(d, _)| *d).min().unwrap_or(0);
-        let mut by_sec: std::collections::BTreeMap<i64, (usize, usize)> = Default::default();
+        let mut by_sec: std::collections::BTreeMap<i64, (Vec<f64>, Vec<f64>)> = Default::default();
         for (s, at) in &arrivals {
-            if let Some((d, _)) = due.get(s) {
+            if let Some((d, c)) = due.get(s) {
                 let e = by_sec.entry((d - t0) / 1000).or_default();
-                e.0 += 1;
-                if at - d > 20 {
-                    e.1 += 1;
-                }
+                e.0.push(late_ms(*at, *d));
+                e.1.push((d - c) as f64);
             }
         }
-        println!("  per due second (slices, late > 20 ms): {by_sec:?}");
+        for (sec, (mut late, mut ahead)) in by_sec {
+            late.sort_by(|a, b| a.partial_cmp(b).unwrap());
+            ahead.sort_by(|a, b| a.partial_cmp(b).unwrap());
+            println!(
+                "  second {sec}: {} slices, {} late > 20 ms, p99 {:.2} ms; taken ahead p1 {:.0} ms",
+                late.len(),
+                late.iter().filter(|l| **l > 20.0).count(),
+                percentile(&late, 0.99),
+                percentile(&ahead, 0.01)
+            );
+        }
     }
     let mut ahead: Vec<f64> = due.values().map(|(d, c)| (d - c) as f64).collect();
     ahead.sort_by(|a, b| a.partial_cmp(b).unwrap());
     println!(
-        "dispatch: {plans} plans, {} slices arrived of {expected} due in {seconds} s: lateness at the receiver p50 {:.1} ms, \
-         p99 {:.1} ms, max {:.0} ms, {early} early; taken ahead by p50 {:.0} ms; {:.3} CPU s per 1,000 slices",
+        "dispatch: {plans} plans{}, {} slices arrived of {expected} due in {seconds} s: lateness at the receiver p50 {:.2} ms, \
+         p99 {:.2} ms, max {:.1} ms, {early} early; taken ahead by p50 {:.0} ms; {:.3} CPU s per 1,000 slices",
+        if aligned { " (all starting in one second)" } else { "" },
         late.len(),
         percentile(&late, 0.5),
         percentile(&late, 0.99),
@@ -856,13 +883,16 @@ async fn main() {
     }
     if want("dispatch") {
         if bench {
-            // PRELOADD_DISPATCH_PLANS=1000,3000 picks the sizes (default 1,000 and 10,000).
-            let sizes = std::env::var("PRELOADD_DISPATCH_PLANS").unwrap_or_else(|_| "1000,10000".into());
-            for plans in sizes.split(',').filter_map(|n| n.trim().parse().ok()) {
-                dispatch(plans, 20).await;
+            // PRELOADD_DISPATCH_PLANS=1000,3000 picks the sizes; a trailing `a` aligns the starts.
+            let sizes = std::env::var("PRELOADD_DISPATCH_PLANS").unwrap_or_else(|_| "1000,10000,10000a".into());
+            for size in sizes.split(',').map(str::trim) {
+                let aligned = size.ends_with('a');
+                if let Ok(plans) = size.trim_end_matches('a').parse() {
+                    dispatch(plans, 20, aligned).await;
+                }
             }
         } else {
-            dispatch(5, 2).await
+            dispatch(5, 2, false).await
         }
     }
     if want("api") {

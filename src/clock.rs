@@ -11,6 +11,12 @@ use chrono::{DateTime, SecondsFormat, TimeZone, Utc};
 pub trait Clock: Send + Sync + 'static {
     /// Unix milliseconds.
     fn now_ms(&self) -> i64;
+
+    /// Unix microseconds: what a request waiting for its due millisecond sleeps by, so that it
+    /// does not wake up to a millisecond late from rounding alone.
+    fn now_us(&self) -> i64 {
+        self.now_ms() * 1000
+    }
 }
 
 /// The real clock.
@@ -20,6 +26,10 @@ pub struct SystemClock;
 impl Clock for SystemClock {
     fn now_ms(&self) -> i64 {
         Utc::now().timestamp_millis()
+    }
+
+    fn now_us(&self) -> i64 {
+        Utc::now().timestamp_micros()
     }
 }
 

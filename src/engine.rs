@@ -29,6 +29,10 @@ const TAKE_BATCH: usize = 64;
 /// How long the loop gathers nudges before a turn (see [`Engine::run`]).
 const NUDGE_GATHER: Duration = Duration::from_millis(10);
 
+/// A turn of the loop takes what falls due this much past the lead as well (see
+/// [`Engine::dispatch`]), so that under load one turn serves many plans.
+const TAKE_WINDOW_MS: i64 = 100;
+
 /// How far before a request's recorded start the vendor's task list is searched for it.
 const RECONCILE_MARGIN_MS: i64 = 5_000;
 
@@ -377,10 +381,10 @@ impl Engine {
             }
             // A slice taken ahead of time has its state committed; the request waits for the
             // due instant.
-            let early_ms = work.slice.due_at - self.now();
-            if early_ms > 0 {
+            let early_us = work.slice.due_at * 1000 - self.clock.now_us();
+            if early_us > 0 {
                 tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_millis(early_ms as u64)) => {}
+                    _ = tokio::time::sleep(Duration::from_micros(early_us as u64)) => {}
                     _ = self.cancel.cancelled() => {
                         self.refund(&account, &quota, chunk.len()).await?;
                         return self.store.defer_subtask(id, None, "", self.now()).await;
@@ -672,7 +676,11 @@ impl Engine {
 
     async fn dispatch(self: &Arc<Self>) -> Result<(), StoreError> {
         let now = self.now();
-        let horizon = now + self.settings.dispatch_lead.as_millis() as i64;
+        // The loop wakes `dispatch_lead` before the next due instant; what falls due in the
+        // following `TAKE_WINDOW_MS` is taken in the same turn, a little further ahead, rather
+        // than in a turn (and a commit) of its own a moment later.
+        let lead = self.settings.dispatch_lead.as_millis() as i64;
+        let horizon = now + if lead > 0 { lead + TAKE_WINDOW_MS } else { 0 };
         // Accounts with no daily quota to reserve: their subtasks are taken `submitting`.
         let send_at_once: HashSet<String> =
             self.vendors().iter().filter(|a| a.config.daily_quota.is_none()).map(|a| a.name().to_string()).collect();

@@ -53,13 +53,13 @@ async fn run_batch(writer: &SqlitePool, ops: Vec<GroupOp>) {
         let mut tx = writer.begin_with("BEGIN IMMEDIATE").await?;
         with_raw(&mut tx, |db| {
             for op in ops {
-                db.execute_batch("SAVEPOINT grouped")?;
+                db.prepare_cached("SAVEPOINT grouped")?.execute([])?;
                 let (ok, completion) = op(db);
                 done.push(completion);
                 if !ok {
-                    db.execute_batch("ROLLBACK TO grouped")?;
+                    db.prepare_cached("ROLLBACK TO grouped")?.execute([])?;
                 }
-                db.execute_batch("RELEASE grouped")?;
+                db.prepare_cached("RELEASE grouped")?.execute([])?;
             }
             Ok(())
         })

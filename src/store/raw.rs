@@ -21,15 +21,28 @@ pub(super) async fn with_raw<T>(
     f: impl FnOnce(&Connection) -> Result<T, StoreError>,
 ) -> Result<T, StoreError> {
     let mut handle = conn.lock_handle().await?;
-    // SAFETY: `lock_handle` holds sqlx's worker away from the handle until `handle` is dropped,
-    // so this thread is its only user meanwhile. `from_handle` does not own the handle (dropping
-    // the rusqlite connection finalizes its own statements and never closes the database), and
-    // the rusqlite connection is dropped before `handle`.
-    let db = unsafe { Connection::from_handle(handle.as_raw_handle().as_ptr()) }?;
-    let out = f(&db);
-    drop(db);
+    let raw = handle.as_raw_handle().as_ptr();
+    let out = off_the_runtime(|| {
+        // SAFETY: `lock_handle` holds sqlx's worker away from the handle until `handle` is
+        // dropped, so this thread is its only user meanwhile. `from_handle` does not own the
+        // handle (dropping the rusqlite connection finalizes its own statements and never closes
+        // the database), and the rusqlite connection is dropped here, before `handle`.
+        let db = unsafe { Connection::from_handle(raw) }?;
+        f(&db)
+    });
     drop(handle);
     out
+}
+
+/// Runs `f`, which blocks (a batch of statements, milliseconds for a large one), without
+/// holding up the runtime's other tasks: on a multi-threaded runtime the worker's other tasks
+/// move to another thread meanwhile, so slices waiting for their due instant still leave on
+/// time. A single-threaded runtime (tests) just runs it.
+fn off_the_runtime<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        _ => f(),
+    }
 }
 
 impl From<rusqlite::Error> for StoreError {
