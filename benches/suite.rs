@@ -157,19 +157,12 @@ async fn throughput(urls: usize) {
     );
 }
 
-/// Dispatch precision: many plans at once with intervals of 1–10 s, start times spread over a
-/// second; lateness of each slice's request at the receiving webhook against the slice's due
-/// time, and CPU per 1,000 slices (the whole process: engine, SQLite and the webhook).
-/// Dispatch precision: `plans` plans of one URL a slice, intervals 1–10 s, for `seconds`.
-/// Each plan starts at its own phase within its interval, as plans created over time do, so the
-/// load is steady from the first second; `aligned` starts them all within one second instead,
-/// and every plan's first slice falls due in that second (the worst case).
-async fn dispatch(plans: usize, seconds: u64, aligned: bool) {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open_dir(dir.path()).await.unwrap();
-    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    // A webhook that answers at once and notes when each slice arrived.
-    let arrivals: Arc<std::sync::Mutex<Vec<(i64, i64)>>> = Arc::default();
+/// Slices of one dispatch bench run as they arrived: (slice id, arrival in unix microseconds).
+type Arrivals = Arc<std::sync::Mutex<Vec<(i64, i64)>>>;
+
+/// A webhook that answers at once and notes when each slice arrived; its URL.
+async fn arrival_webhook() -> (String, Arrivals) {
+    let arrivals: Arrivals = Arc::default();
     let hook = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let hook_url = format!("http://{}/hook", hook.local_addr().unwrap());
     let noted = arrivals.clone();
@@ -182,6 +175,98 @@ async fn dispatch(plans: usize, seconds: u64, aligned: bool) {
         }),
     );
     tokio::spawn(async move { axum::serve(hook, app).await });
+    (hook_url, arrivals)
+}
+
+/// Plan `p`'s interval in the dispatch bench: 1–10 s.
+fn dispatch_interval(p: usize) -> i64 {
+    1_000 * (1 + (p % 10) as i64)
+}
+
+/// Plan `p`'s start after the common start: its own phase within its interval, as plans created
+/// over time have, so the load is steady from the first second; `aligned`, within one second, so
+/// that every plan's first slice falls due in that second (the worst case).
+fn dispatch_phase(p: usize, seconds: u64, aligned: bool) -> i64 {
+    if aligned {
+        (p as i64 * 37) % 1000
+    } else {
+        (p as i64 * 7_919) % dispatch_interval(p).min(seconds as i64 * 1000)
+    }
+}
+
+/// Each arrival's lateness in milliseconds, sorted, and its p50, p99, max and early count.
+fn lateness(arrivals: &[(i64, i64)], due: impl Fn(i64) -> Option<i64>) -> (Vec<f64>, String) {
+    let mut late: Vec<f64> =
+        arrivals.iter().filter_map(|(s, at)| due(*s).map(|d| (at - d * 1000) as f64 / 1000.0)).collect();
+    late.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let early = late.iter().filter(|l| **l < 0.0).count();
+    let text = format!(
+        "lateness at the receiver p50 {:.2} ms, p99 {:.2} ms, max {:.1} ms, {early} early",
+        percentile(&late, 0.5),
+        percentile(&late, 0.99),
+        late.last().copied().unwrap_or(0.0)
+    );
+    (late, text)
+}
+
+/// The floor of dispatch precision on this machine, run beside [`dispatch`]: the same due
+/// instants, each plan a task that sleeps until its slice's due microsecond and posts it to the
+/// same webhook with a bare HTTP client — no database, no state, nothing recorded.
+async fn dispatch_bare(plans: usize, seconds: u64, aligned: bool) {
+    let (url, arrivals) = arrival_webhook().await;
+    let http = reqwest::Client::new();
+    let start = SystemClock.now_ms() + 2_000;
+    let end = start + seconds as i64 * 1000;
+    let mut due = HashMap::new();
+    let cpu0 = cpu_seconds();
+    let mut tasks = Vec::new();
+    for p in 0..plans {
+        let mut at = start + dispatch_phase(p, seconds, aligned);
+        let mut mine = Vec::new();
+        while at < end {
+            let id = (p * 1_000 + mine.len()) as i64;
+            due.insert(id, at);
+            mine.push((id, at));
+            at += dispatch_interval(p);
+        }
+        let (http, url) = (http.clone(), url.clone());
+        tasks.push(tokio::spawn(async move {
+            for (id, at) in mine {
+                let early = at * 1000 - SystemClock.now_us();
+                if early > 0 {
+                    tokio::time::sleep(Duration::from_micros(early as u64)).await;
+                }
+                let body = serde_json::json!({
+                    "slice": id, "plan": p, "urls": [format!("https://bench.example.com/d{p}/{id}.js")]
+                });
+                let _ = http.post(&url).json(&body).send().await;
+            }
+        }));
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+    let cpu = cpu_seconds() - cpu0;
+    let arrivals = arrivals.lock().unwrap().clone();
+    let (late, text) = lateness(&arrivals, |s| due.get(&s).copied());
+    println!(
+        "dispatch baseline (a timer and an HTTP client, nothing recorded): {plans} plans{}, {} of {} slices: {text}; \
+         {:.3} CPU s per 1,000 slices",
+        if aligned { " (all starting in one second)" } else { "" },
+        late.len(),
+        due.len(),
+        cpu * 1000.0 / late.len().max(1) as f64
+    );
+}
+
+/// Dispatch precision: `plans` plans of one URL a slice, intervals 1–10 s, for `seconds`, on
+/// the real engine loop; lateness of each slice's request at the receiving webhook against its
+/// due time, and CPU per 1,000 slices (the whole process: engine, SQLite and the webhook).
+async fn dispatch(plans: usize, seconds: u64, aligned: bool) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open_dir(dir.path()).await.unwrap();
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let (hook_url, arrivals) = arrival_webhook().await;
     let mut vc = cdn(&hook_url, 100_000, 1000);
     vc.kind = VendorKind::Webhook;
     vc.daily_quota = None;
@@ -197,14 +282,8 @@ async fn dispatch(plans: usize, seconds: u64, aligned: bool) {
     let now = clock.now_ms();
     let start = now + 5_000 + plans as i64 / 2;
     let per_job = seconds as usize + 2;
-    let interval = |p: usize| 1_000 * (1 + (p % 10) as i64);
-    let phase = |p: usize| {
-        if aligned {
-            (p as i64 * 37) % 1000
-        } else {
-            (p as i64 * 7_919) % interval(p).min(seconds as i64 * 1000)
-        }
-    };
+    let interval = dispatch_interval;
+    let phase = |p: usize| dispatch_phase(p, seconds, aligned);
     for chunk in (0..plans).collect::<Vec<_>>().chunks(1_000) {
         let mut tx = store.write().await.unwrap();
         for &p in chunk {
@@ -253,11 +332,8 @@ async fn dispatch(plans: usize, seconds: u64, aligned: bool) {
             .map(|(id, due, created)| (id, (due, created)))
             .collect();
     let arrivals = arrivals.lock().unwrap().clone();
-    // Arrivals are noted in microseconds; lateness is in milliseconds.
     let late_ms = |at: i64, due: i64| (at - due * 1000) as f64 / 1000.0;
-    let mut late: Vec<f64> = arrivals.iter().filter_map(|(s, at)| due.get(s).map(|(d, _)| late_ms(*at, *d))).collect();
-    late.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    let early = late.iter().filter(|l| **l < 0.0).count();
+    let (late, text) = lateness(&arrivals, |s| due.get(&s).map(|(d, _)| *d));
     if std::env::var_os("PRELOADD_BENCH_DETAIL").is_some() {
         // Per second of due time: slices, late > 20 ms, p99 lateness, and how far ahead of
         // their due time the slices were taken (p1): a take that fell behind shows there.
@@ -285,13 +361,10 @@ async fn dispatch(plans: usize, seconds: u64, aligned: bool) {
     let mut ahead: Vec<f64> = due.values().map(|(d, c)| (d - c) as f64).collect();
     ahead.sort_by(|a, b| a.partial_cmp(b).unwrap());
     println!(
-        "dispatch: {plans} plans{}, {} slices arrived of {expected} due in {seconds} s: lateness at the receiver p50 {:.2} ms, \
-         p99 {:.2} ms, max {:.1} ms, {early} early; taken ahead by p50 {:.0} ms; {:.3} CPU s per 1,000 slices",
+        "dispatch: {plans} plans{}, {} slices arrived of {expected} due in {seconds} s: {text}; \
+         taken ahead by p50 {:.0} ms; {:.3} CPU s per 1,000 slices",
         if aligned { " (all starting in one second)" } else { "" },
         late.len(),
-        percentile(&late, 0.5),
-        percentile(&late, 0.99),
-        late.last().copied().unwrap_or(0.0),
         percentile(&ahead, 0.5),
         cpu * 1000.0 / late.len().max(1) as f64
     );
@@ -888,10 +961,12 @@ async fn main() {
             for size in sizes.split(',').map(str::trim) {
                 let aligned = size.ends_with('a');
                 if let Ok(plans) = size.trim_end_matches('a').parse() {
+                    dispatch_bare(plans, 20, aligned).await;
                     dispatch(plans, 20, aligned).await;
                 }
             }
         } else {
+            dispatch_bare(5, 2, false).await;
             dispatch(5, 2, false).await
         }
     }
