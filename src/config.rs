@@ -628,15 +628,26 @@ impl Validator<'_> {
         }
     }
 
-    /// Reads a secret file; relative names are looked up in `$CREDENTIALS_DIRECTORY` first
+    /// Reads a secret file (at most [`MAX_SECRET_BYTES`]: a key, a password or a token, not a
+    /// log or a device read by mistake); relative names are looked up in `$CREDENTIALS_DIRECTORY` first
     /// (systemd `LoadCredential=`), then beside the config file.
     fn read_secret(&self, p: &Spanned<PathBuf>, key: &str) -> Result<Secret, ConfigError> {
         let path = match (p.get_ref().is_relative(), std::env::var_os("CREDENTIALS_DIRECTORY")) {
             (true, Some(dir)) if Path::new(&dir).join(p.get_ref()).exists() => Path::new(&dir).join(p.get_ref()),
             _ => self.resolve(p.get_ref()),
         };
-        let text = std::fs::read_to_string(&path)
-            .map_err(|e| self.err(p, key, format!("cannot read secret file {}: {e}", path.display())))?;
+        let text = read_bounded(&path, MAX_SECRET_BYTES).map_err(|e| match e {
+            Bounded::TooLarge => self.err(
+                p,
+                key,
+                format!(
+                    "secret file {} is larger than {} KiB; it must hold the secret alone (is it the right file?)",
+                    path.display(),
+                    MAX_SECRET_BYTES / 1024
+                ),
+            ),
+            Bounded::Io(e) => self.err(p, key, format!("cannot read secret file {}: {e}", path.display())),
+        })?;
         if !self.allow_insecure_secrets.get() {
             use std::os::unix::fs::PermissionsExt;
             let mode = std::fs::metadata(&path).map(|m| m.permissions().mode()).unwrap_or(0);
@@ -1332,6 +1343,28 @@ pub fn default_endpoint(kind: VendorKind) -> Option<&'static str> {
 /// Whether a vendor kind can do a task type (purge on `http_warm` cannot).
 pub fn supports(kind: VendorKind, task: TaskType) -> bool {
     !(kind == VendorKind::HttpWarm && task != TaskType::Preload)
+}
+
+/// The largest secret file read: keys, passwords and tokens are far smaller.
+const MAX_SECRET_BYTES: u64 = 64 * 1024;
+
+enum Bounded {
+    TooLarge,
+    Io(std::io::Error),
+}
+
+/// Reads a UTF-8 file of at most `max` bytes, without reading more than `max + 1` of it.
+fn read_bounded(path: &Path, max: u64) -> Result<String, Bounded> {
+    use std::io::Read;
+    let file = std::fs::File::open(path).map_err(Bounded::Io)?;
+    let mut bytes = Vec::new();
+    file.take(max + 1).read_to_end(&mut bytes).map_err(Bounded::Io)?;
+    if bytes.len() as u64 > max {
+        return Err(Bounded::TooLarge);
+    }
+    String::from_utf8(bytes).map_err(|_| {
+        Bounded::Io(std::io::Error::new(std::io::ErrorKind::InvalidData, "stream did not contain valid UTF-8"))
+    })
 }
 
 #[cfg(test)]

@@ -186,6 +186,26 @@ fn secret_files_readable_by_others_are_refused_unless_allowed() {
 }
 
 #[test]
+fn a_secret_file_far_larger_than_a_secret_is_refused_without_reading_it_whole() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let base = good(dir.path());
+    let secret = dir.path().join("secret");
+    std::fs::write(&secret, "x".repeat(64 * 1024 + 1)).unwrap();
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let (code, _, err) = check(dir.path(), &base);
+    assert_eq!(code, 78, "{err}");
+    assert!(err.contains("`token_file`") && err.contains("larger than 64 KiB"), "{err}");
+    // A device that never ends (a path typed wrong) is refused the same way, not read forever.
+    let endless = base.replace("token_file = \"secret\"", "token_file = \"/dev/zero\"");
+    assert_ne!(endless, base, "the config names its secret file");
+    let (code, _, err) =
+        check(dir.path(), &endless.replace("[daemon]\n", "[daemon]\nallow_insecure_secret_files = true\n"));
+    assert_eq!(code, 78, "{err}");
+    assert!(err.contains("/dev/zero") && err.contains("larger than 64 KiB"), "{err}");
+}
+
+#[test]
 fn a_corrupted_database_is_refused_with_recovery_steps_and_left_untouched() {
     let dir = tempfile::tempdir().unwrap();
     let text = good(dir.path());
