@@ -703,7 +703,11 @@ impl Engine {
         // worker still sleeps under it: the new subtask, never sent, goes back to pending and
         // the usual path starts it once that worker has gone.
         for id in unclaimed {
-            self.store.defer_subtask(id, None, "", self.now()).await?;
+            if let Err(e) = self.store.defer_subtask(id, None, "", self.now()).await {
+                // Left `submitting` with no worker: reconciled once writes succeed again.
+                self.reconcile.store(true, Ordering::Relaxed);
+                return Err(e);
+            }
         }
         let now = self.now();
         for id in self.store.runnable_subtasks(now).await? {
