@@ -33,8 +33,10 @@ const TAKE_BATCH: usize = 512;
 const NUDGE_GATHER: Duration = Duration::from_millis(10);
 
 /// A turn of the loop takes what falls due this much past the lead as well (see
-/// [`Engine::dispatch`]), so that under load one turn serves many plans.
-const TAKE_WINDOW_MS: i64 = 100;
+/// [`Engine::dispatch`]), so that under load one turn serves many plans, and a burst (ten
+/// thousand plans starting in the same second) is taken before its first request is due instead
+/// of competing with its sends (100 ms: p99 21–50 ms, now and then 500 ms; 500 ms: p99 3.4–3.9 ms).
+const TAKE_WINDOW_MS: i64 = 500;
 
 /// How far before a request's recorded start the vendor's task list is searched for it.
 const RECONCILE_MARGIN_MS: i64 = 5_000;
