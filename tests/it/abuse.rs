@@ -34,7 +34,7 @@ fn closed_by_server(s: &TcpStream) -> bool {
 }
 
 /// Reads until the server closes the connection; what it sent, or the error that ended it.
-async fn read_to_close(s: &mut (impl AsyncReadExt + Unpin)) -> Vec<u8> {
+pub(crate) async fn read_to_close(s: &mut (impl AsyncReadExt + Unpin)) -> Vec<u8> {
     let mut out = Vec::new();
     let mut buf = [0u8; 4096];
     loop {
@@ -47,7 +47,7 @@ async fn read_to_close(s: &mut (impl AsyncReadExt + Unpin)) -> Vec<u8> {
 }
 
 /// The status and JSON body of a raw HTTP/1.1 answer.
-fn parse_answer(raw: &[u8]) -> (u16, Value, String) {
+pub(crate) fn parse_answer(raw: &[u8]) -> (u16, Value, String) {
     let text = String::from_utf8_lossy(raw).into_owned();
     let status = text.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
     let body = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");

@@ -8,21 +8,30 @@ use serde_json::Value;
 
 use crate::common::Receiver;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_official_esa_sdk_drives_scheduled_preload() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let python = root.join(".venv/bin/python");
-    assert!(python.exists(), "{} is missing: run scripts/python-env.sh (scripts/test.sh does)", python.display());
-    let recv = Receiver::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    crate::common::write_secret(&dir.path().join("token"), "test-token");
-    crate::common::write_secret(&dir.path().join("compat-secret"), "compat-sk");
-    let text = format!(
-        r#"[daemon]
+/// The real daemon with the ESA facade on its own listener, a webhook vendor behind site 4242.
+struct EsaDaemon {
+    _dir: tempfile::TempDir,
+    _recv: Receiver,
+    api_addr: std::net::SocketAddr,
+    compat_addr: std::net::SocketAddr,
+    stop: tokio::sync::oneshot::Sender<()>,
+    daemon: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl EsaDaemon {
+    /// Starts it; `api_keys` are added to `[api]` (slow-client limits, say).
+    async fn start(api_keys: &str) -> EsaDaemon {
+        let recv = Receiver::start().await;
+        let dir = tempfile::tempdir().unwrap();
+        crate::common::write_secret(&dir.path().join("token"), "test-token");
+        crate::common::write_secret(&dir.path().join("compat-secret"), "compat-sk");
+        let text = format!(
+            r#"[daemon]
 state_dir = "{state}"
 [api]
 token_file = "token"
 requests_per_second = 1000
+{api_keys}
 [api.compat]
 listen = "127.0.0.1:0"
 access_key_id = "compat-ak"
@@ -35,26 +44,42 @@ name = "hook"
 kind = "webhook"
 endpoint = "{endpoint}"
 "#,
-        state = dir.path().join("state").display(),
-        endpoint = recv.url()
-    );
-    let path = dir.path().join("preloadd.toml");
-    std::fs::write(&path, text).unwrap();
-    let cfg = preloadd::config::load(&path, &Default::default()).unwrap();
-    let api = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let api_addr = api.local_addr().unwrap();
-    let compat = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let compat_addr = compat.local_addr().unwrap();
-    let opts = preloadd::daemon::ServeOptions { compat_listener: Some(compat), ..Default::default() };
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let daemon = tokio::spawn(preloadd::daemon::run(
-        cfg,
-        api,
-        async move {
-            let _ = stopped.await;
-        },
-        opts,
-    ));
+            state = dir.path().join("state").display(),
+            endpoint = recv.url()
+        );
+        let path = dir.path().join("preloadd.toml");
+        std::fs::write(&path, text).unwrap();
+        let cfg = preloadd::config::load(&path, &Default::default()).unwrap();
+        let api = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let api_addr = api.local_addr().unwrap();
+        let compat = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let compat_addr = compat.local_addr().unwrap();
+        let opts = preloadd::daemon::ServeOptions { compat_listener: Some(compat), ..Default::default() };
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let daemon = tokio::spawn(preloadd::daemon::run(
+            cfg,
+            api,
+            async move {
+                let _ = stopped.await;
+            },
+            opts,
+        ));
+        EsaDaemon { _dir: dir, _recv: recv, api_addr, compat_addr, stop, daemon }
+    }
+
+    async fn stop(self) {
+        let _ = self.stop.send(());
+        self.daemon.await.unwrap().unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_official_esa_sdk_drives_scheduled_preload() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let python = root.join(".venv/bin/python");
+    assert!(python.exists(), "{} is missing: run scripts/python-env.sh (scripts/test.sh does)", python.display());
+    let esa = EsaDaemon::start("").await;
+    let (api_addr, compat_addr) = (esa.api_addr, esa.compat_addr);
 
     let script = root.join("tests/sdk/esa_compat.py");
     let run = tokio::process::Command::new(&python)
@@ -112,8 +137,43 @@ endpoint = "{endpoint}"
     let native = &jobs["jobs"][0];
     assert_eq!((native["url_count"].as_i64(), native["vendors"][0].as_str()), (Some(6), Some("hook")));
     assert_eq!(preloadd::compat::encode_id(native["id"].as_i64().unwrap()), r["job_id"].as_str().unwrap());
-    let _ = stop.send(());
-    daemon.await.unwrap().unwrap();
+    esa.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_body_on_the_esa_listener_gets_408_in_esa_shape_and_writes_nothing() {
+    use tokio::io::AsyncWriteExt;
+    let esa = EsaDaemon::start("header_timeout = \"5s\"\nbody_idle_timeout = \"1s\"\nbody_min_rate = 1000").await;
+    // A signed-looking ESA call whose form body stops a third of the way: the facade reads the
+    // body before it can check the signature, so the slow body is what answers.
+    let body =
+        "Action=CreateScheduledPreloadJob&SiteId=4242&Name=slow&InsertWay=textBox&UrlList=https%3A%2F%2Fa.example%2F1";
+    let mut s = tokio::net::TcpStream::connect(esa.compat_addr).await.unwrap();
+    let head = format!(
+        "POST / HTTP/1.1\r\nHost: esa.cn-hangzhou.aliyuncs.com\r\nx-acs-action: CreateScheduledPreloadJob\r\n\
+         x-acs-version: 2024-09-10\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    s.write_all(&body.as_bytes()[..body.len() / 3]).await.unwrap();
+    let answer = crate::abuse::read_to_close(&mut s).await;
+    let (status, json, head) = crate::abuse::parse_answer(&answer);
+    assert_eq!(status, 408, "{}", String::from_utf8_lossy(&answer));
+    assert_eq!(json["Code"], "RequestTimeout", "{json}");
+    assert!(json["RequestId"].is_string(), "{json}");
+    assert!(head.contains("connection: close"), "{head}");
+    // No job came of it, and the facade's neighbour, the native API, kept answering.
+    let jobs: Value = reqwest::Client::new()
+        .get(format!("http://{}/v1/jobs?name=slow", esa.api_addr))
+        .bearer_auth("test-token")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(jobs["pagination"]["total"], 0, "{jobs}");
+    esa.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
