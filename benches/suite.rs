@@ -319,7 +319,33 @@ async fn dispatch(plans: usize, seconds: u64, aligned: bool) {
     }
     let runner = tokio::spawn(engine.clone().run(Duration::from_secs(5), || {}));
     let cpu0 = cpu_seconds();
+    let probe = std::env::var_os("PRELOADD_BENCH_PROBE").map(|_| {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let (mut n, mut wake_us, mut due_us) = (0u32, 0u128, 0u128);
+            loop {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                let t = Instant::now();
+                let _ = store.next_wake().await;
+                wake_us += t.elapsed().as_micros();
+                let t = Instant::now();
+                let _ = store.due_plans(SystemClock.now_ms() + 1_500).await;
+                due_us += t.elapsed().as_micros();
+                n += 1;
+                if n % 25 == 0 {
+                    println!(
+                        "  probe: next_wake {} µs, due_plans {} µs (mean of {n})",
+                        wake_us / n as u128,
+                        due_us / n as u128
+                    );
+                }
+            }
+        })
+    });
     tokio::time::sleep(wait).await;
+    if let Some(p) = probe {
+        p.abort();
+    }
     let cpu = cpu_seconds() - cpu0;
     cancel.cancel();
     let _ = runner.await;
