@@ -194,10 +194,14 @@ fn dispatch_phase(p: usize, seconds: u64, aligned: bool) -> i64 {
     }
 }
 
+/// How late an arrival at `at_us` (unix µs) is for its due time `due_ms` (unix ms), in ms.
+fn late_ms(at_us: i64, due_ms: i64) -> f64 {
+    (at_us - due_ms * 1000) as f64 / 1000.0
+}
+
 /// Each arrival's lateness in milliseconds, sorted, and its p50, p99, max and early count.
 fn lateness(arrivals: &[(i64, i64)], due: impl Fn(i64) -> Option<i64>) -> (Vec<f64>, String) {
-    let mut late: Vec<f64> =
-        arrivals.iter().filter_map(|(s, at)| due(*s).map(|d| (at - d * 1000) as f64 / 1000.0)).collect();
+    let mut late: Vec<f64> = arrivals.iter().filter_map(|(s, at)| due(*s).map(|d| late_ms(*at, d))).collect();
     late.sort_by(|a, b| a.partial_cmp(b).unwrap());
     let early = late.iter().filter(|l| **l < 0.0).count();
     let text = format!(
@@ -358,7 +362,6 @@ async fn dispatch(plans: usize, seconds: u64, aligned: bool) {
             .map(|(id, due, created)| (id, (due, created)))
             .collect();
     let arrivals = arrivals.lock().unwrap().clone();
-    let late_ms = |at: i64, due: i64| (at - due * 1000) as f64 / 1000.0;
     let (late, text) = lateness(&arrivals, |s| due.get(&s).map(|(d, _)| *d));
     if std::env::var_os("PRELOADD_BENCH_DETAIL").is_some() {
         // Per second of due time: slices, late > 20 ms, p99 lateness, and how far ahead of

@@ -1,4 +1,5 @@
-//! The durable slice state machine: slices, subtasks and per-URL outcomes.
+//! The durable slice state machine: slices, subtasks and per-URL outcomes — their types, the
+//! engine loop's reads, and the withdrawal of a slice taken ahead. Its writes are in `steps`.
 //!
 //! Architecture Invariant: a slice claims its URLs (the job's cursor moves past them) in the same
 //! transaction that records it, so a URL is always either before the cursor inside a recorded

@@ -8,8 +8,9 @@ use serde_json::Value;
 
 use crate::common::Receiver;
 
-/// The real daemon with the ESA facade on its own listener, a webhook vendor behind site 4242.
-struct EsaDaemon {
+/// The real daemon with the compatible facades (ESA, Volcengine) on their own listener, a webhook
+/// vendor behind ESA site 4242.
+struct CompatDaemon {
     _dir: tempfile::TempDir,
     _recv: Receiver,
     api_addr: std::net::SocketAddr,
@@ -18,9 +19,9 @@ struct EsaDaemon {
     daemon: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
 
-impl EsaDaemon {
+impl CompatDaemon {
     /// Starts it; `api_keys` are added to `[api]` (slow-client limits, say).
-    async fn start(api_keys: &str) -> EsaDaemon {
+    async fn start(api_keys: &str) -> CompatDaemon {
         let recv = Receiver::start().await;
         let dir = tempfile::tempdir().unwrap();
         crate::common::write_secret(&dir.path().join("token"), "test-token");
@@ -64,7 +65,7 @@ endpoint = "{endpoint}"
             },
             opts,
         ));
-        EsaDaemon { _dir: dir, _recv: recv, api_addr, compat_addr, stop, daemon }
+        CompatDaemon { _dir: dir, _recv: recv, api_addr, compat_addr, stop, daemon }
     }
 
     async fn stop(self) {
@@ -78,7 +79,7 @@ async fn the_official_esa_sdk_drives_scheduled_preload() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let python = root.join(".venv/bin/python");
     assert!(python.exists(), "{} is missing: run scripts/python-env.sh (scripts/test.sh does)", python.display());
-    let esa = EsaDaemon::start("").await;
+    let esa = CompatDaemon::start("").await;
     let (api_addr, compat_addr) = (esa.api_addr, esa.compat_addr);
 
     let script = root.join("tests/sdk/esa_compat.py");
@@ -143,7 +144,7 @@ async fn the_official_esa_sdk_drives_scheduled_preload() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_body_on_the_esa_listener_gets_408_in_esa_shape_and_writes_nothing() {
     use tokio::io::AsyncWriteExt;
-    let esa = EsaDaemon::start("header_timeout = \"5s\"\nbody_idle_timeout = \"1s\"\nbody_min_rate = 1000").await;
+    let esa = CompatDaemon::start("header_timeout = \"5s\"\nbody_idle_timeout = \"1s\"\nbody_min_rate = 1000").await;
     // A signed-looking ESA call whose form body stops a third of the way: the facade reads the
     // body before it can check the signature, so the slow body is what answers.
     let body =
@@ -181,43 +182,8 @@ async fn volcengine_signed_content_tasks_match_the_seed() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let python = root.join(".venv/bin/python");
     assert!(python.exists(), "{} is missing: run scripts/python-env.sh (scripts/test.sh does)", python.display());
-    let recv = Receiver::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    crate::common::write_secret(&dir.path().join("compat-secret"), "compat-sk");
-    let text = format!(
-        r#"[daemon]
-state_dir = "{state}"
-[api.compat]
-listen = "127.0.0.1:0"
-access_key_id = "compat-ak"
-access_key_secret_file = "compat-secret"
-[[api.compat.site]]
-id = 1
-vendors = ["hook"]
-[[vendor]]
-name = "hook"
-kind = "webhook"
-endpoint = "{endpoint}"
-"#,
-        state = dir.path().join("state").display(),
-        endpoint = recv.url()
-    );
-    let path = dir.path().join("preloadd.toml");
-    std::fs::write(&path, text).unwrap();
-    let cfg = preloadd::config::load(&path, &Default::default()).unwrap();
-    let api = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let compat = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let compat_addr = compat.local_addr().unwrap();
-    let opts = preloadd::daemon::ServeOptions { compat_listener: Some(compat), ..Default::default() };
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let daemon = tokio::spawn(preloadd::daemon::run(
-        cfg,
-        api,
-        async move {
-            let _ = stopped.await;
-        },
-        opts,
-    ));
+    let daemon = CompatDaemon::start("").await;
+    let compat_addr = daemon.compat_addr;
     let run = |script: &str| {
         tokio::process::Command::new(&python)
             .arg(root.join(script))
@@ -261,6 +227,5 @@ endpoint = "{endpoint}"
     assert_eq!(by_url["Tasks"][0]["TaskId"], task_id.as_str(), "the URL filter finds the preload task: {by_url}");
     assert_eq!(r["bad_status"]["body"]["ResponseMetadata"]["Error"]["Code"], "InvalidParameter");
     assert_eq!(r["wrong_secret"]["body"]["ResponseMetadata"]["Error"]["Code"], "SignatureDoesNotMatch", "{r}");
-    let _ = stop.send(());
-    daemon.await.unwrap().unwrap();
+    daemon.stop().await;
 }
