@@ -68,6 +68,19 @@ endpoint = "{endpoint}"
         CompatDaemon { _dir: dir, _recv: recv, api_addr, compat_addr, stop, daemon }
     }
 
+    /// The native API's job listing for `name`.
+    async fn native_jobs(&self, name: &str) -> Value {
+        reqwest::Client::new()
+            .get(format!("http://{}/v1/jobs?name={name}", self.api_addr))
+            .bearer_auth("test-token")
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
     async fn stop(self) {
         let _ = self.stop.send(());
         self.daemon.await.unwrap().unwrap();
@@ -80,7 +93,7 @@ async fn the_official_esa_sdk_drives_scheduled_preload() {
     let python = root.join(".venv/bin/python");
     assert!(python.exists(), "{} is missing: run scripts/python-env.sh (scripts/test.sh does)", python.display());
     let esa = CompatDaemon::start("").await;
-    let (api_addr, compat_addr) = (esa.api_addr, esa.compat_addr);
+    let compat_addr = esa.compat_addr;
 
     let script = root.join("tests/sdk/esa_compat.py");
     let run = tokio::process::Command::new(&python)
@@ -125,16 +138,7 @@ async fn the_official_esa_sdk_drives_scheduled_preload() {
     }
 
     // The same job through the native API.
-    let http = reqwest::Client::new();
-    let jobs: Value = http
-        .get(format!("http://{api_addr}/v1/jobs?name=sdk-job"))
-        .bearer_auth("test-token")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let jobs = esa.native_jobs("sdk-job").await;
     let native = &jobs["jobs"][0];
     assert_eq!((native["url_count"].as_i64(), native["vendors"][0].as_str()), (Some(6), Some("hook")));
     assert_eq!(preloadd::compat::encode_id(native["id"].as_i64().unwrap()), r["job_id"].as_str().unwrap());
@@ -164,15 +168,7 @@ async fn a_slow_body_on_the_esa_listener_gets_408_in_esa_shape_and_writes_nothin
     assert!(json["RequestId"].is_string(), "{json}");
     assert!(head.contains("connection: close"), "{head}");
     // No job came of it, and the facade's neighbour, the native API, kept answering.
-    let jobs: Value = reqwest::Client::new()
-        .get(format!("http://{}/v1/jobs?name=slow", esa.api_addr))
-        .bearer_auth("test-token")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let jobs = esa.native_jobs("slow").await;
     assert_eq!(jobs["pagination"]["total"], 0, "{jobs}");
     esa.stop().await;
 }
